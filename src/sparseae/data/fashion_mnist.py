@@ -1,0 +1,110 @@
+"""FashionMNIST: find the IDX files, or download and verify them.
+
+Search order: the directory given (`--data-dir`), `$SPARSEAE_DATA`,
+`/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`), then
+the user cache (`$XDG_CACHE_HOME/sparseae/fashion-mnist`). When the files are
+in none of them they are downloaded into the cache.
+
+Integrity: we check the SHA-256 of the *decompressed* IDX payload, which does
+not depend on how the .gz was compressed (Debian recompresses the files).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SparseAEError
+from .idx import read_idx
+
+URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FILES = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparseae" / "fashion-mnist"
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _complete(directory: Path) -> bool:
+    return all(_find(directory, stem) for stem in FILES)
+
+
+def locate(data_dir: str | None = None, download: bool = True) -> Path:
+    """The directory holding all four files; downloads into the cache when needed."""
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise SparseAEError(f"data directory {data_dir} does not exist")
+        if not _complete(d):
+            missing = [s for s in FILES if not _find(d, s)]
+            raise SparseAEError(f"data directory {data_dir} lacks FashionMNIST files: {', '.join(missing)}")
+        return d
+    candidates = [Path(p) for p in (os.environ.get("SPARSEAE_DATA"), SYSTEM_DIR) if p]
+    candidates.append(cache_dir())
+    for d in candidates:
+        if d.is_dir() and _complete(d):
+            return d
+    if not download:
+        raise SparseAEError(_missing_message(candidates))
+    return _download(cache_dir(), candidates)
+
+
+def _missing_message(candidates: list[Path]) -> str:
+    return ("FashionMNIST not found in " + ", ".join(map(str, candidates)) +
+            "; install Debian's dataset-fashion-mnist, pass --data-dir, or allow the download")
+
+
+def _download(target: Path, candidates: list[Path]) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for stem, sha in FILES.items():
+        if _find(target, stem):
+            continue
+        try:
+            with urllib.request.urlopen(URL + stem + ".gz", timeout=30) as r:
+                payload = r.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise SparseAEError(_missing_message(candidates) + f" (download failed: {e})") from None
+        try:
+            digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
+        except (OSError, EOFError) as e:
+            raise SparseAEError(f"downloaded {stem}.gz is not valid gzip ({e})") from None
+        if digest != sha:
+            raise SparseAEError(f"downloaded {stem}.gz failed SHA-256 verification")
+        fd, tmp = tempfile.mkstemp(dir=target, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, target / (stem + ".gz"))
+    return target
+
+
+def load_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images as uint8 N x 28 x 28, labels as uint8 N) of 'train' or 't10k'."""
+    images = read_idx(_find(directory, f"{split}-images-idx3-ubyte"))
+    labels = read_idx(_find(directory, f"{split}-labels-idx1-ubyte"))
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise SparseAEError(f"{split} images have shape {images.shape}, expected N x 28 x 28")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise SparseAEError(f"{split}: {len(labels)} labels for {len(images)} images")
+    return images, labels

@@ -1,0 +1,56 @@
+"""The training objective: reconstruction + sparsity penalty + weight decay."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .config import SparsityConfig
+from .model import AutoencoderOutput, SparseAutoencoder
+from .penalties import RunningMean, kl_penalty, l1_penalty, mean_activation, weight_decay
+
+
+class LossParts(NamedTuple):
+    total: torch.Tensor
+    recon: torch.Tensor
+    sparsity: torch.Tensor
+    decay: torch.Tensor
+
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """'mse': mean over examples and features; 'half_sse': Ng's 1/(2m) sum ||h(x) - x||^2."""
+    sq = (recon - x).pow(2)
+    return sq.mean() if kind == "mse" else 0.5 * sq.sum(dim=1).mean()
+
+
+class Objective:
+    """Callable `(model, out, x) -> LossParts`; holds the running rho_hat state if any."""
+
+    def __init__(self, sparsity: SparsityConfig, recon: str = "mse"):
+        self.sparsity = sparsity
+        self.recon = recon
+        self.running = {i: RunningMean(sparsity.rho_momentum) for i in sparsity.layers} \
+            if sparsity.rho_hat == "running" else {}
+
+    def penalty(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        s = self.sparsity
+        total = hidden[-1].new_zeros(())
+        if s.penalty == "none" or s.beta == 0:
+            return total
+        for i in s.layers:
+            h = hidden[i]
+            if s.penalty == "kl":
+                rho_hat = mean_activation(h)
+                if i in self.running:
+                    rho_hat = self.running[i](rho_hat)
+                total = total + kl_penalty(h, s.rho, rho_hat)
+            else:
+                total = total + l1_penalty(h)
+        return s.beta * total
+
+    def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput, x: torch.Tensor) -> LossParts:
+        rec = reconstruction_loss(out.recon, x, self.recon)
+        pen = self.penalty(out.hidden)
+        dec = weight_decay(model.weights(), self.sparsity.weight_decay) if self.sparsity.weight_decay \
+            else rec.new_zeros(())
+        return LossParts(rec + pen + dec, rec, pen, dec)
