@@ -101,7 +101,7 @@ def test_gradcheck_full_loss(penalty, activation):
 
     def loss(*ps):
         out = torch.func.functional_call(model, dict(zip(names, ps)), (x,))
-        return objective(model_view(model, names, ps), out, x).total
+        return objective(model_view(model, names, ps), out).total
 
     def model_view(m, ns, ps):
         # weight decay must see the parameters gradcheck perturbs, not the module's own

@@ -38,6 +38,10 @@ class ModelConfig:
     """Decoder weights are the encoder weights transposed (needs a mirrored decoder)."""
     image_shape: list[int] | None = None
     """Shape of one input as an image (e.g. [28, 28]), for pictures; None if not images."""
+    input_transform: str = "none"
+    """Transform fitted on the training data and stored with the model: none, standardize or zca."""
+    zca_epsilon: float = 0.1
+    """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
 
     def decoder_sizes(self) -> list[int]:
         return list(reversed(self.hidden[:-1])) if self.decoder is None else list(self.decoder)

@@ -27,12 +27,13 @@ def evaluate(model: SparseAutoencoder, x: torch.Tensor, dead_threshold: float = 
         xb = x[i:i + chunk]
         out = model(xb)
         code = out.hidden[-1]
-        sq_err += (out.recon.float() - xb.float()).pow(2).sum().double()
+        sq_err += (out.recon.float() - out.target.float()).pow(2).sum().double()
         l0 += (code != 0).sum().double()
         s = code.float().sum(0).double()
         unit_sum = s if unit_sum is None else unit_sum + s
     model.train(was_training)
-    total_var = (x.double() - x.double().mean(0)).pow(2).sum()
+    xt = model.input_transform(x).double()  # errors and variance in the space the model reconstructs
+    total_var = (xt - xt.mean(0)).pow(2).sum()
     unit_mean = unit_sum / n
     return {
         "mse": (sq_err / x.numel()).item(),

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .transforms import InputTransform
 
 _ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
@@ -30,6 +31,8 @@ class AutoencoderOutput(NamedTuple):
     """Reconstruction of the input, same shape."""
     hidden: tuple[torch.Tensor, ...]
     """Activations of each encoder layer; the last is the code."""
+    target: torch.Tensor
+    """What `recon` should match: the input after the model's input transform."""
 
 
 class SparseAutoencoder(nn.Module):
@@ -39,6 +42,7 @@ class SparseAutoencoder(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+        self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon)
         enc_sizes = [config.input_dim, *config.hidden]
         dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.input_dim]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc_sizes, enc_sizes[1:]))
@@ -63,16 +67,17 @@ class SparseAutoencoder(nn.Module):
         ws = [layer.weight for layer in self.encoder]
         return ws if self.config.tied else ws + [layer.weight for layer in self.decoder]
 
-    def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def encode_all(self, x: torch.Tensor, transformed: bool = False) -> tuple[torch.Tensor, ...]:
+        """Activations of every encoder layer for raw input `x` (or already transformed input)."""
         hidden = []
-        h = x
+        h = x if transformed else self.input_transform(x)
         for layer, act in zip(self.encoder, self._enc_acts):
             h = act(layer(h))
             hidden.append(h)
         return tuple(hidden)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code (innermost layer's activations): the learned features."""
+        """The code (innermost layer's activations) of raw input `x`: the learned features."""
         return self.encode_all(x)[-1]
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
@@ -86,8 +91,13 @@ class SparseAutoencoder(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
-        hidden = self.encode_all(x)
-        return AutoencoderOutput(self.decode(hidden[-1]), hidden)
+        target = self.input_transform(x)
+        hidden = self.encode_all(target, transformed=True)
+        return AutoencoderOutput(self.decode(hidden[-1]), hidden, target)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of raw `x`, mapped back through the inverse input transform."""
+        return self.input_transform.inverse_transform(self.decode(self.encode(x)))
 
     @torch.no_grad()
     def reset_parameters_ng(self, generator: torch.Generator | None = None) -> None:

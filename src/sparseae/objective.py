@@ -24,7 +24,7 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str = "mse")
 
 
 class Objective:
-    """Callable `(model, out, x) -> LossParts`; holds the running rho_hat state if any."""
+    """Callable `(model, out) -> LossParts`; holds the running rho_hat state if any."""
 
     def __init__(self, sparsity: SparsityConfig, recon: str = "mse"):
         self.sparsity = sparsity
@@ -48,8 +48,8 @@ class Objective:
                 total = total + l1_penalty(h)
         return s.beta * total
 
-    def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput, x: torch.Tensor) -> LossParts:
-        rec = reconstruction_loss(out.recon, x, self.recon)
+    def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput) -> LossParts:
+        rec = reconstruction_loss(out.recon, out.target, self.recon)
         pen = self.penalty(out.hidden)
         dec = weight_decay(model.weights(), self.sparsity.weight_decay) if self.sparsity.weight_decay \
             else rec.new_zeros(())

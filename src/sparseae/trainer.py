@@ -69,7 +69,7 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor, v
         sums = torch.zeros(4, dtype=torch.float64, device=train_x.device)  # no .item() per step
         for i in range(0, n, bs):
             xb = train_x.index_select(0, perm[i:i + bs])
-            parts = objective(model, model(xb), xb)
+            parts = objective(model, model(xb))
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             optimizer.step()
@@ -110,6 +110,7 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: Dataset | N
     torch.manual_seed(tc.seed)
     model = SparseAutoencoder(config.model).to(device)
     train_x = dataset.train[: tc.limit_train].to(device)
+    model.input_transform.fit(train_x)
     val_x = dataset.test.to(device)
 
     run = RunDir(out) if out is not None else None
