@@ -17,3 +17,8 @@ fi
 extras=""
 [ "${1:-}" = "test" ] && extras="[test]"
 .venv/bin/python -m pip install -q -e ".${extras}"
+# Tennessee Eastman data for `sparseae monitor` (only its data files are read; its dependencies
+# - pandas, statsmodels, optuna, seaborn - are not needed, hence --no-deps)
+if [ "${1:-}" = "test" ]; then
+    .venv/bin/python -m pip install -q --no-deps bibmon==1.2.0
+fi

@@ -20,4 +20,13 @@ __all__ = [
     "AutoencoderOutput", "Dataset", "LossParts", "ModelConfig", "Objective", "RunConfig", "RunDir",
     "SparseAEError", "SparseAutoencoder", "SparsityConfig", "TrainConfig", "TrainResult", "evaluate",
     "fit", "load_dataset", "load_run", "penalties", "train",
+    "SparseAutoencoderTransformer",
 ]
+
+
+def __getattr__(name: str):
+    # scikit-learn is imported only when the estimator is asked for.
+    if name == "SparseAutoencoderTransformer":
+        from .estimator import SparseAutoencoderTransformer
+        return SparseAutoencoderTransformer
+    raise AttributeError(f"module 'sparseae' has no attribute '{name}'")

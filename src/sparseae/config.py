@@ -14,8 +14,13 @@ from .errors import SparseAEError
 # Activations whose values lie in (0, 1): the only ones a KL penalty is defined on.
 BOUNDED_ACTIVATIONS = ("sigmoid",)
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear", "leaky_relu", "softplus")
-PENALTIES = ("kl", "l1", "none")
-OPTIMIZERS = ("adam", "sgd")
+# 'topk' adds no penalty term: sparsity comes by construction from ModelConfig.topk.
+PENALTIES = ("kl", "l1", "none", "topk")
+TOPK_MODES = ("none", "topk", "batchtopk")
+# lbfgs and cg are full-batch (fullbatch.py): every step sees the whole training set.
+OPTIMIZERS = ("adam", "sgd", "lbfgs", "cg")
+FULL_BATCH_OPTIMIZERS = ("lbfgs", "cg")
+INITS = ("default", "ng", "he")
 
 
 @dataclass
@@ -42,6 +47,23 @@ class ModelConfig:
     """Transform fitted on the training data and stored with the model: none, standardize or zca."""
     zca_epsilon: float = 0.1
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
+    topk: str = "none"
+    """Code-layer selection: 'none', 'topk' (k largest per example) or 'batchtopk' (k*batch largest per batch)."""
+    k: int | None = None
+    """Active code units per example for topk/batchtopk."""
+    encode_alpha: float = 1.0
+    """At encode time (features) keep the top alpha*k units (alpha >= 1; Makhzani & Frey)."""
+    unit_norm_decoder: bool = False
+    """Keep each code unit's decoder column at unit norm (renormalised after every step)."""
+    pre_bias: bool = False
+    """Subtract the output bias b_dec from the input before encoding."""
+    active_threshold: float | None = None
+    """A code value counts as firing when |h| > this; default 1e-2 for sigmoid codes, else 0."""
+    dead_window: int = 60000
+    """A code unit that has not fired for this many training examples counts as dead (AuxK)."""
+    topk_kernel: str = "dense"
+    """Training step of a wide TopK model: 'dense' or 'sparse' (gathers only the k active latents'
+    decoder rows; encoder gradients only for them; kernels.py)."""
 
     def decoder_sizes(self) -> list[int]:
         return list(reversed(self.hidden[:-1])) if self.decoder is None else list(self.decoder)
@@ -65,6 +87,22 @@ class ModelConfig:
             raise SparseAEError(f"decoder sizes must be positive integers, got {self.decoder}")
         if self.tied and self.decoder_sizes() != list(reversed(self.hidden[:-1])):
             raise SparseAEError("tied weights need the decoder to mirror the encoder (leave decoder unset)")
+        _check_choice("topk", self.topk, TOPK_MODES)
+        if self.topk != "none":
+            if self.k is None or self.k <= 0:
+                raise SparseAEError(f"k must be a positive integer with topk '{self.topk}', got {self.k}")
+            if self.k > self.hidden[-1]:
+                raise SparseAEError(f"k must be at most the code size {self.hidden[-1]}, got {self.k}")
+        if not (self.encode_alpha >= 1.0) or not math.isfinite(self.encode_alpha):
+            raise SparseAEError(f"encode_alpha must be >= 1, got {self.encode_alpha}")
+        if self.active_threshold is not None and not self.active_threshold >= 0.0:
+            raise SparseAEError(f"active_threshold must be >= 0, got {self.active_threshold}")
+        if self.dead_window <= 0:
+            raise SparseAEError(f"dead_window must be positive, got {self.dead_window}")
+        _check_choice("topk_kernel", self.topk_kernel, ("dense", "sparse"))
+        if self.topk_kernel == "sparse":
+            from .kernels import check_sparse_kernel
+            check_sparse_kernel(self)
 
 
 @dataclass
@@ -72,7 +110,8 @@ class SparsityConfig:
     """The penalty on hidden activations and the weight decay."""
 
     penalty: str = "kl"
-    """'kl' (Bernoulli KL to a target rate rho), 'l1', or 'none'."""
+    """'kl' (Bernoulli KL to a target rate rho), 'l1', 'none', or 'topk' (no penalty term:
+    sparsity by construction; sets model.topk to 'topk' if it is 'none')."""
     rho: float = 0.05
     """Target mean activation of each penalised unit (KL)."""
     beta: float = 0.001
@@ -85,6 +124,12 @@ class SparsityConfig:
     """EMA momentum of the running rho_hat estimate."""
     weight_decay: float = 0.0
     """lambda in Ng's lambda/2 * sum ||W||^2 (weights only, not biases)."""
+    auxk: bool = False
+    """AuxK loss: the top k_aux dead code units reconstruct the residual (needs a topk model)."""
+    auxk_coef: float = 1 / 32
+    """Weight of the AuxK loss."""
+    k_aux: int | None = None
+    """Dead units used by AuxK; default input_dim / 2 (capped at the code size)."""
 
     def validate(self, model: ModelConfig) -> None:
         _check_choice("penalty", self.penalty, PENALTIES)
@@ -101,6 +146,15 @@ class SparsityConfig:
         for i in self.layers:
             if not -n <= i < n:
                 raise SparseAEError(f"penalised layer {i} does not exist: the encoder has {n} hidden layers")
+        if self.auxk:
+            if len(model.hidden) != 1 or model.decoder_sizes():
+                raise SparseAEError("auxk needs a single-layer autoencoder (one hidden size, no decoder layers)")
+            if model.topk == "none" and self.penalty != "topk":
+                raise SparseAEError("auxk needs a topk or batchtopk model (--penalty topk --k K)")
+            if not (self.auxk_coef >= 0.0) or not math.isfinite(self.auxk_coef):
+                raise SparseAEError(f"auxk_coef must be >= 0, got {self.auxk_coef}")
+            if self.k_aux is not None and self.k_aux <= 0:
+                raise SparseAEError(f"k_aux must be positive, got {self.k_aux}")
         if self.penalty == "kl":
             acts = model.layer_activations()
             for i in self.layers:
@@ -126,7 +180,15 @@ class TrainConfig:
     lr: float = 1e-3
     """Learning rate."""
     optimizer: str = "adam"
-    """'adam' or 'sgd'."""
+    """'adam' or 'sgd' (minibatches), or 'lbfgs' or 'cg' (full batch, scipy; see max_iter)."""
+    max_iter: int = 400
+    """Iterations of the full-batch optimizers (lbfgs, cg)."""
+    threads: int | None = None
+    """CPU threads the full-batch optimizers use (default: torch's setting); 1 is fastest for
+    small models on a busy machine."""
+    init: str = "default"
+    """Weight initialisation: 'default' (PyTorch's), 'ng' (UFLDL: W ~ U[-r, r],
+    r = sqrt(6 / (n_in + n_out + 1)), zero biases) or 'he' (Kaiming normal for ReLU layers)."""
     momentum: float = 0.9
     """SGD momentum."""
     recon: str = "mse"
@@ -142,8 +204,65 @@ class TrainConfig:
     """Use only the first N training examples."""
     dead_threshold: float = 1e-3
     """A unit whose mean activation is below this is counted as near-dead."""
+    classes: list[int] | None = None
+    """Train only on examples of these labels (e.g. 5,6,7,8,9 for self-taught learning)."""
+    patch_size: int = 8
+    """Side of the square patches (dataset 'patches')."""
+    num_patches: int = 10000
+    """Training patches to cut (dataset 'patches'; plus num_patches / 5 held-out ones)."""
+    patch_channels: int = 1
+    """1 (grey) or 3 (colour, e.g. for a linear decoder with ZCA) (dataset 'patches')."""
+    whiten_images: bool = True
+    """Flatten the photos' 1/f spectrum before cutting patches, like the exercise's IMAGES (dataset 'patches')."""
+    image_downsample: int = 2
+    """Average the photos over d x d pixel blocks before cutting patches (dataset 'patches')."""
+    patch_normalize: bool = True
+    """Normalise patches as the exercise does (own mean removed, clipped at 3 std, mapped to
+    [0.1, 0.9] for a sigmoid output); no: raw pixel values (dataset 'patches')."""
+    data: str | None = None
+    """Array file for dataset 'array': .npy, .npz, .safetensors, .parquet or .csv (examples x features)."""
+    data_key: str | None = None
+    """Which array of a .npz/.safetensors file, or comma-separated columns of a .parquet file (dataset 'array')."""
+    val_fraction: float = 0.1
+    """Share of the file's rows, taken from its end, used for validation (dataset 'array')."""
+    stream: str = "auto"
+    """Stream the array file in shuffled chunks: 'auto' (when it is larger than 1/4 of free memory), 'yes' or 'no'."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N steps (0: only after each epoch); checkpoints go to the run folder."""
+    precision: str = "fp32"
+    """'fp32', 'tf32' (TensorFloat-32 matmuls on GPUs) or 'bf16' (autocast forward pass, float32 loss)."""
+    compile: bool = False
+    """Compile the forward pass and loss with torch.compile."""
+    cuda_graph: bool = False
+    """Record each training step as one CUDA graph and replay it (GPU only)."""
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Keyword options for the data set's loader."""
+        if self.dataset == "array":
+            return {"path": self.data, "key": self.data_key, "val_fraction": self.val_fraction,
+                    "limit_train": self.limit_train}
+        if self.dataset != "patches":
+            return {}
+        return {"patch_size": self.patch_size, "num_patches": self.num_patches,
+                "patch_channels": self.patch_channels, "whiten_images": self.whiten_images,
+                "image_downsample": self.image_downsample, "normalize": self.patch_normalize, "seed": self.seed}
 
     def validate(self) -> None:
+        if self.max_iter <= 0:
+            raise SparseAEError(f"max_iter must be positive, got {self.max_iter}")
+        if self.threads is not None and self.threads <= 0:
+            raise SparseAEError(f"threads must be positive, got {self.threads}")
+        _check_choice("init", self.init, INITS)
+        if self.patch_size <= 0:
+            raise SparseAEError(f"patch_size must be positive, got {self.patch_size}")
+        if self.num_patches <= 0:
+            raise SparseAEError(f"num_patches must be positive, got {self.num_patches}")
+        if self.patch_channels not in (1, 3):
+            raise SparseAEError(f"patch_channels must be 1 or 3, got {self.patch_channels}")
+        if self.image_downsample <= 0:
+            raise SparseAEError(f"image_downsample must be positive, got {self.image_downsample}")
+        if self.classes is not None and not self.classes:
+            raise SparseAEError("classes must name at least one label")
         if self.epochs <= 0:
             raise SparseAEError(f"epochs must be positive, got {self.epochs}")
         if self.batch_size <= 0:
@@ -155,6 +274,14 @@ class TrainConfig:
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.limit_train is not None and self.limit_train <= 0:
             raise SparseAEError(f"limit_train must be positive, got {self.limit_train}")
+        if self.dataset == "array" and not self.data:
+            raise SparseAEError("dataset 'array' needs a file: --data PATH")
+        if not (0.0 < self.val_fraction < 1.0):
+            raise SparseAEError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check_choice("stream", self.stream, ("auto", "yes", "no"))
+        if self.checkpoint_every < 0:
+            raise SparseAEError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _check_choice("precision", self.precision, ("fp32", "tf32", "bf16"))
 
 
 @dataclass
@@ -166,6 +293,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        if self.sparsity.penalty == "topk" and self.model.topk == "none":
+            self.model.topk = "topk"  # --penalty topk --k K is the short spelling
         self.model.validate()
         self.sparsity.validate(self.model)
         self.train.validate()
@@ -201,5 +330,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"hidden": [256, 128, 64, 32, 16], "activation": "relu",
                   "code_activation": "sigmoid", "output_activation": "sigmoid"},
         "sparsity": {"penalty": "kl", "rho": 0.05, "beta": 0.001},
+        # He init keeps the signal's scale through the deep ReLU stack; with it, batch 128 and
+        # Adam at 5e-3 pass the tutorial's 10-epoch validation MSE within the first epoch.
+        "train": {"init": "he", "batch_size": 128, "lr": 5e-3},
+    },
+    # UFLDL sparse autoencoder exercise: 64-25-64 sigmoid on 8x8 natural-image patches,
+    # J = 1/(2m) sum ||h(x)-x||^2 + lambda/2 sum ||W||^2 + beta sum KL, Ng's init, L-BFGS 400.
+    # One thread: for models this small, more only add hand-offs (and lose on a shared machine).
+    "ufldl": {
+        "model": {"hidden": [25], "activation": "sigmoid", "output_activation": "sigmoid"},
+        "sparsity": {"penalty": "kl", "rho": 0.01, "beta": 3.0, "weight_decay": 1e-4},
+        "train": {"dataset": "patches", "recon": "half_sse", "init": "ng", "optimizer": "lbfgs",
+                  "max_iter": 400, "threads": 1},
+    },
+    # UFLDL linear decoder: 8x8x3 colour patches as pixel values in [0, 1], the dataset mean
+    # removed and ZCA-whitened (eps 0.1) by the model, 192-400-192, linear output.
+    "ufldl-linear": {
+        "model": {"hidden": [400], "activation": "sigmoid", "output_activation": "linear",
+                  "input_transform": "zca", "zca_epsilon": 0.1},
+        "sparsity": {"penalty": "kl", "rho": 0.035, "beta": 5.0, "weight_decay": 3e-3},
+        "train": {"dataset": "patches", "patch_channels": 3, "whiten_images": False, "patch_normalize": False,
+                  "recon": "half_sse", "init": "ng", "optimizer": "lbfgs", "max_iter": 400, "threads": 1},
     },
 }

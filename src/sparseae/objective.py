@@ -8,6 +8,7 @@ import torch
 from .config import SparsityConfig
 from .model import AutoencoderOutput, SparseAutoencoder
 from .penalties import RunningMean, kl_penalty, l1_penalty, mean_activation, weight_decay
+from .topk import auxk_loss
 
 
 class LossParts(NamedTuple):
@@ -29,18 +30,19 @@ class Objective:
     def __init__(self, sparsity: SparsityConfig, recon: str = "mse"):
         self.sparsity = sparsity
         self.recon = recon
+        self.mean_activation = mean_activation  # data-parallel training puts the global batch's mean here
         self.running = {i: RunningMean(sparsity.rho_momentum) for i in sparsity.layers} \
             if sparsity.rho_hat == "running" else {}
 
     def penalty(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
         s = self.sparsity
         total = hidden[-1].new_zeros(())
-        if s.penalty == "none" or s.beta == 0:
+        if s.penalty in ("none", "topk") or s.beta == 0:  # topk: sparse by construction, no term
             return total
         for i in s.layers:
             h = hidden[i]
             if s.penalty == "kl":
-                rho_hat = mean_activation(h)
+                rho_hat = self.mean_activation(h)
                 if i in self.running:
                     rho_hat = self.running[i](rho_hat)
                 total = total + kl_penalty(h, s.rho, rho_hat)
@@ -48,9 +50,18 @@ class Objective:
                 total = total + l1_penalty(h)
         return s.beta * total
 
+    def auxk(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
+        """AuxK (counted in the sparsity part): dead units learn to explain what the live ones miss."""
+        w, dim = model.code_decoder_param()
+        w = w if dim == 0 else w.t()  # out x code
+        k_aux = self.sparsity.k_aux or max(1, model.config.input_dim // 2)
+        return auxk_loss(model.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux)
+
     def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput) -> LossParts:
         rec = reconstruction_loss(out.recon, out.target, self.recon)
         pen = self.penalty(out.hidden)
+        if self.sparsity.auxk and model.training and model.code_preact is not None:
+            pen = pen + self.sparsity.auxk_coef * self.auxk(model, out)
         dec = weight_decay(model.weights(), self.sparsity.weight_decay) if self.sparsity.weight_decay \
             else rec.new_zeros(())
         return LossParts(rec + pen + dec, rec, pen, dec)

@@ -58,16 +58,47 @@ def save_features(weights: np.ndarray, image_shape: Sequence[int], path, max_uni
 
 
 def save_loss_plot(rows: list[dict[str, Any]], path) -> None:
-    """Training loss (with penalty) and validation MSE (without) per epoch."""
-    epochs = [r["epoch"] for r in rows]
+    """Training loss (with penalty) and validation MSE (without) per epoch (or full-batch iteration)."""
+    step = "epoch" if "epoch" in rows[0] else "iteration"
+    epochs = [r[step] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss (recon + penalty)")
     ax.plot(epochs, [r["train_recon"] for r in rows], "s--", label="train reconstruction")
     ax.plot(epochs, [r["val_mse"] for r in rows], "^-", label="validation MSE (no penalty)")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(step)
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def save_feature_density(frequency, path, floor: float = 1e-7) -> None:
+    """Histogram of log10(firing frequency) over code units; never-firing units drawn at log10(floor)."""
+    freq = np.asarray(frequency, dtype=np.float64)
+    logf = np.log10(np.maximum(freq, floor))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.hist(logf, bins=50, range=(math.log10(floor) - 0.5, 0.0), color="tab:blue")
+    ax.set_xlabel("log10(fraction of examples on which the unit fires)")
+    ax.set_ylabel("code units")
+    ax.set_title(f"feature density: {int((freq == 0).sum())} of {len(freq)} units never fire")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def save_tradeoff_plot(rows: list[dict[str, Any]], path, x: str = "l0", y: str = "fvu") -> None:
+    """Sparsity-reconstruction trade-off: `y` against `x`, one curve per rows' 'method'."""
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r[x], r[y]) for r in rows if r["method"] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean L0 per example (active code units)")
+    ax.set_ylabel("FVU (fraction of variance unexplained)")
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -67,6 +67,15 @@ class InputTransform(nn.Module):
             return (x - self.mean) / self.scale
         return (x - self.mean) @ self.matrix.T
 
+    def compose(self, weight: torch.Tensor) -> torch.Tensor:
+        """First-layer weights (units x features) as filters on the raw input: W @ ZCA for 'zca'
+        (UFLDL's display of a whitened model), W / scale for 'standardize'."""
+        if self.kind == "zca":
+            return weight @ self.matrix.to(weight.dtype)
+        if self.kind == "standardize":
+            return weight / self.scale.to(weight.dtype)
+        return weight
+
     def inverse_transform(self, y: torch.Tensor) -> torch.Tensor:
         if self.kind == "none":
             return y

@@ -1,0 +1,76 @@
+"""Time to reach the peer's validation MSE, sparseae vs the tutorial loop, same machine, same run.
+
+The peer is ../shared/peers/tutorial_kl.py (the seed tutorial's loop: DataLoader, batch 32,
+lr 1e-4, 10 epochs). Its 10-epoch validation MSE (0.0257 on this machine kind) is the target;
+sparseae trains the same 784-256-128-64-32-16 architecture (preset `tutorial`, KL active on the
+code) until its validation MSE (10k test split, no penalty) is at or below it.
+
+    python benchmarks/time_to_quality.py                # runs the peer too (~150 s on 2 cores)
+    python benchmarks/time_to_quality.py --peer-seconds 151 --target 0.0257   # reuse a peer measurement
+
+Prints both times and the ratio (goal: sparseae <= 1/20 of the peer's time).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sparseae import RunConfig, load_dataset, train
+from sparseae.config import PRESETS
+
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "tutorial_kl.py"
+
+
+def run_peer(epochs: int, data_dir: str) -> tuple[float, float]:
+    """(seconds for `epochs` epochs, final validation MSE) of the peer loop."""
+    if not PEER.is_file():
+        sys.exit(f"peer script not found at {PEER}; pass --peer-seconds and --target")
+    proc = subprocess.run([sys.executable, str(PEER), "--epochs", str(epochs), "--data", data_dir,
+                           "--device", "cpu"], capture_output=True, text=True, check=True)
+    print(proc.stdout, end="")
+    val = [float(v) for v in re.findall(r"val_mse ([0-9.]+)", proc.stdout)]
+    total = float(re.search(r"total_s ([0-9.]+)", proc.stdout).group(1))
+    return total, val[-1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--peer-epochs", type=int, default=10)
+    p.add_argument("--peer-seconds", type=float, help="reuse a peer time instead of running it")
+    p.add_argument("--target", type=float, help="validation MSE to reach (default: the peer's final one)")
+    p.add_argument("--max-epochs", type=int, default=20)
+    args = p.parse_args()
+
+    if args.peer_seconds is None:
+        peer_s, peer_mse = run_peer(args.peer_epochs, args.data_dir)
+    else:
+        peer_s, peer_mse = args.peer_seconds, args.target
+    target = args.target if args.target is not None else peer_mse
+    print(f"peer: {args.peer_epochs} epochs in {peer_s:.1f} s, validation MSE {peer_mse:.4f}")
+
+    data = load_dataset("fashion-mnist", args.data_dir)
+    config = RunConfig.from_dict(copy.deepcopy(PRESETS["tutorial"]))
+    config.train.epochs = args.max_epochs
+    config.train.target_val_mse = target
+    with tempfile.TemporaryDirectory() as out:  # the run folder is written as in a real run
+        t0 = time.perf_counter()
+        result = train(config, out=out, dataset=data, progress=False)
+        ours = time.perf_counter() - t0
+    last = result.history[-1]
+    print(f"sparseae: {'reached' if result.reached_target else 'did NOT reach'} validation MSE {target:.4f} "
+          f"in {ours:.2f} s ({len(result.history)} epochs, batch {config.train.batch_size}, "
+          f"val_mse {last['val_mse']:.4f}, mean code activation {last['mean_activation']:.4f})")
+    ratio = ours / peer_s
+    print(f"ratio sparseae/peer = {ratio:.4f} (1/{1 / ratio:.1f}); goal <= 1/20: "
+          f"{'PASS' if result.reached_target and ratio <= 0.05 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()

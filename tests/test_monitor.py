@@ -1,0 +1,146 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sparseae.cli import main
+from sparseae.monitor import (Monitor, PCAModel, kde_limit, rates, spe_theory_limit, t2_theory_limit)
+
+
+def test_rates_before_and_after_onset():
+    alarms = np.array([0, 1, 0, 0, 1, 1, 0, 1], dtype=bool)
+    far, fdr = rates(alarms, onset=4)
+    assert far == pytest.approx(1 / 4) and fdr == pytest.approx(3 / 4)
+    far, fdr = rates(alarms, onset=None)  # all rows normal
+    assert far == pytest.approx(4 / 8) and np.isnan(fdr)
+
+
+def test_kde_limit_is_the_quantile_of_a_large_sample():
+    x = np.random.default_rng(0).normal(size=20000)
+    assert kde_limit(x, 0.99) == pytest.approx(stats.norm.ppf(0.99), abs=0.06)
+    assert kde_limit(np.full(10, 3.0), 0.99) == 3.0
+
+
+def test_theoretical_limits_by_hand():
+    n, a, alpha = 400, 15, 0.99
+    hand = a * (n - 1) * (n + 1) / (n * (n - a)) * stats.f.ppf(alpha, a, n - a)
+    assert t2_theory_limit(n, a, alpha) == pytest.approx(hand, rel=1e-12)
+    # SPE: g chi2_h with g = var / (2 mean), h = 2 mean^2 / var; for chi2_k data g ~ 1, h ~ k
+    spe = np.random.default_rng(1).chisquare(7, size=200000)
+    assert spe_theory_limit(spe, alpha) == pytest.approx(stats.chi2.ppf(alpha, 7), rel=0.02)
+
+
+def test_pca_t2_and_spe_match_the_definitions():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 6)) + 0.1 * rng.normal(size=(300, 6))
+    mon = Monitor(PCAModel(2), limit_method="theory").fit(x)
+    xs = (x - x.mean(0)) / x.std(0)
+    u, s, vt = np.linalg.svd(xs - xs.mean(0), full_matrices=False)
+    t = (xs - xs.mean(0)) @ vt[:2].T
+    t2 = (t ** 2 / t.var(0, ddof=1)).sum(1)
+    spe = ((xs - xs.mean(0) - t @ vt[:2]) ** 2).sum(1)
+    got = mon.statistics(x)
+    assert np.allclose(got["t2"], t2) and np.allclose(got["spe"], spe)
+    assert mon.limits["t2"] == pytest.approx(t2_theory_limit(300, 2, 0.99))
+
+
+def _write_process(tmp_path, onset=100):
+    rng = np.random.default_rng(3)
+    mix = rng.normal(size=(4, 8))
+    normal = rng.normal(size=(400, 4)) @ mix + 0.1 * rng.normal(size=(400, 8))
+    test = rng.normal(size=(200, 4)) @ mix + 0.1 * rng.normal(size=(200, 8))
+    test[onset:, 2] += 3.0  # a sensor bias: breaks the correlation structure
+    np.save(tmp_path / "normal.npy", normal.astype(np.float32))
+    np.savetxt(tmp_path / "test.csv", test, delimiter=",", header=",".join(f"v{i}" for i in range(8)),
+               comments="")
+    return tmp_path / "normal.npy", tmp_path / "test.csv"
+
+
+def test_monitor_cli_on_user_files(tmp_path, capsys):
+    normal, test = _write_process(tmp_path)
+    rc = main(["monitor", "--normal", str(normal), "--test", str(test), "--onset", "100", "--hidden", "8",
+               "--epochs", "100", "--lr", "0.01", "--beta", "0.001", "--pca-components", "4",
+               "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "SAE T2" in out and "PCA SPE" in out and "test.csv" in out
+    res = json.loads((tmp_path / "m.json").read_text())
+    row = res["rows"][0]
+    assert row["PCA_spe_fdr"] > 0.9 and row["SAE_spe_fdr"] > 0.9  # the bias is obvious to both
+    assert row["PCA_spe_far"] < 0.1 and row["SAE_spe_far"] < 0.1
+    assert set(res["limits"]["SAE"]) == {"t2", "spe"}
+
+
+def test_monitor_test_file_with_other_columns_is_refused(tmp_path, capsys):
+    normal, _ = _write_process(tmp_path)
+    np.save(tmp_path / "bad.npy", np.zeros((50, 7), dtype=np.float32))
+    rc = main(["monitor", "--normal", str(normal), "--test", str(tmp_path / "bad.npy"), "--onset", "10"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "bad.npy has 7 columns but the normal data has 8" in err and "Traceback" not in err
+
+
+def test_monitor_unknown_data_set_and_bad_limit(capsys):
+    assert main(["monitor", "--data", "chemplant"]) == 2
+    assert "unknown monitoring data set 'chemplant'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["monitor", "--limit", "bootstrap"])
+    assert e.value.code == 2
+
+
+def test_monitor_onset_outside_the_file(tmp_path, capsys):
+    normal, test = _write_process(tmp_path)
+    assert main(["monitor", "--normal", str(normal), "--test", str(test), "--onset", "999"]) == 2
+    assert "onset 999 is outside" in capsys.readouterr().err
+
+
+def test_tennessee_eastman_files():
+    te = pytest.importorskip("sparseae.data.tennessee_eastman")
+    try:
+        root = te.locate()
+    except Exception:
+        pytest.skip("bibmon (Tennessee Eastman data) not installed")
+    normal = te.load_normal(root)
+    assert normal.shape == (500, 52)  # d00.dat is stored transposed
+    assert te.load_test(root, 0).shape == (960, 52)
+    assert te.load_test(root, 21).shape == (960, 52)
+    # d00.dat rows are consistent with the d00_te test rows (same variables, same order)
+    z = (te.load_test(root, 0).mean(0) - normal.mean(0)) / normal.std(0)
+    assert np.abs(z).max() < 1.0
+
+
+def test_tep_pca_baseline_reproduces_the_reference():
+    te = pytest.importorskip("sparseae.data.tennessee_eastman")
+    try:
+        root = te.locate()
+    except Exception:
+        pytest.skip("bibmon (Tennessee Eastman data) not installed")
+    # ANCHORS.md section 7: 15 components, autoscaled, theoretical 99% limits: FAR 1.9% T2, 11% SPE
+    mon = Monitor(PCAModel(15), limit_method="theory").fit(te.load_normal(root))
+    alarms = mon.alarms(te.load_test(root, 0))
+    assert alarms["t2"].mean() == pytest.approx(0.019, abs=0.003)
+    assert alarms["spe"].mean() == pytest.approx(0.11, abs=0.005)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPARSEAE_SLOW_TESTS"),
+                    reason="trains on the Tennessee Eastman data (about a minute on 2 busy cores); "
+                           "set SPARSEAE_SLOW_TESTS=1")
+def test_tep_acceptance(tmp_path):
+    te = pytest.importorskip("sparseae.data.tennessee_eastman")
+    try:
+        te.locate()
+    except Exception:
+        pytest.skip("bibmon (Tennessee Eastman data) not installed")
+    # the documented command (docs/monitoring.md), defaults
+    assert main(["monitor", "--json", str(tmp_path / "tep.json")]) == 0
+    res = json.loads((tmp_path / "tep.json").read_text())
+    d00 = next(r for r in res["rows"] if r["file"] == "d00_te")
+    mean = res["mean"]
+    assert len(res["mean_over"]) == 18
+    assert d00["SAE_t2_far"] <= 0.05
+    for pca in ("PCA_t2", "PCA_spe"):  # more detections than either PCA statistic, at no higher FAR
+        assert mean["SAE_t2_fdr"] > mean[f"{pca}_fdr"]
+        assert d00["SAE_t2_far"] <= d00[f"{pca}_far"]

@@ -1,0 +1,177 @@
+"""Checkpoints: a run killed with SIGKILL and resumed ends with the weights of an uninterrupted run."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sparseae.checkpoint import Checkpointer
+from sparseae.cli import main
+from sparseae.rundir import RunDir
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same float sums
+# Running rho_hat and a TopK-free KL model: the optimizer, RNG and running estimates must all come back.
+ARGS = ["--dataset", "array", "--hidden", "12", "--activation", "sigmoid", "--output-activation", "linear",
+        "--rho-hat", "running", "--input-transform", "standardize", "--epochs", "3", "--batch-size", "16",
+        "--checkpoint-every", "7", "--quiet", "--seed", "3"]
+
+# Runs the CLI in a child that SIGKILLs itself: either halfway through writing the n-th checkpoint's
+# tensor file (a torn write) or right after its k-th training step, between checkpoints.
+KILLER = r"""
+import os, signal, sys
+import sparseae.checkpoint as ck
+import sparseae.data.batches as bt
+mode, n = sys.argv[1], int(sys.argv[2])
+calls = [0]
+if mode == "write":
+    real = ck._write_bytes
+    def torn(path, data):
+        calls[0] += 1
+        if calls[0] == n:
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2]); f.flush(); os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(path, data)
+    ck._write_bytes = torn
+else:
+    real_epoch = bt.TensorBatches.epoch
+    def epoch(self, g, start_step=0):
+        for xb in real_epoch(self, g, start_step):
+            calls[0] += 1
+            if calls[0] == n + 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield xb
+    bt.TensorBatches.epoch = epoch
+from sparseae.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def npy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "x.npy"
+    rng = np.random.default_rng(1)
+    np.save(path, (rng.normal(size=(330, 10)) @ rng.normal(size=(10, 10))).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reference(npy, tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert main(["train", *ARGS, "--data", str(npy), "--out", str(out)]) == 0
+    return out
+
+
+def _resume(out):
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+
+
+def _weights(run):
+    return load_file(str(run / "model.safetensors"))
+
+
+def _assert_same_run(run, reference):
+    a, b = _weights(run), _weights(reference)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cols = ("train_loss", "val_mse")
+    rows = [[{c: r[c] for c in cols} for r in RunDir(p).read_metrics()] for p in (run, reference)]
+    assert rows[0] == rows[1]
+
+
+def _checkpoint_is_sound(run):
+    meta = json.loads((run / "checkpoint" / "state.json").read_text())
+    data = (run / "checkpoint" / meta["tensors"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+    return meta
+
+
+# ("step", 30) kills between checkpoints; the external kill below covers that case too.
+@pytest.mark.parametrize("mode,n", [("write", 6)])
+def test_sigkill_then_resume_equals_uninterrupted_run(npy, reference, tmp_path, mode, n):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", KILLER, mode, str(n), "train", *ARGS, "--data", str(npy), "--out", str(out)]
+    proc = subprocess.run(cmd, env=ENV)
+    assert proc.returncode == -signal.SIGKILL
+    meta = _checkpoint_is_sound(out)
+    assert meta["epoch"] == 2 and 0 < meta["step"] < 19 and not meta["finished"]  # killed mid-epoch 2
+    _resume(out)
+    _assert_same_run(out, reference)
+    assert not list((out / "checkpoint").glob(".*.tmp"))  # the torn temp file is cleaned up
+    assert len(list((out / "checkpoint").glob("*.safetensors"))) == 1
+
+
+def test_external_sigkill_at_a_random_moment(npy, reference, tmp_path):
+    out = tmp_path / "run"
+    args = [a if a != "7" else "1" for a in ARGS]  # checkpoint every step: the kill likely lands in a write
+    proc = subprocess.Popen([sys.executable, "-m", "sparseae", "train", *args, "--data", str(npy),
+                             "--out", str(out)], env=ENV)
+    deadline = time.time() + 120
+    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _checkpoint_is_sound(out)
+    _resume(out)
+    # Same weights as the reference, although it checkpointed every 7 steps and this run every step.
+    a, b = _weights(out), _weights(reference)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _digest(path):
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_other_settings_is_refused_and_touches_nothing(reference, capsys):
+    before = _digest(reference)
+    assert main(["train", "--resume", str(reference), "--lr", "0.01", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "train.lr" in err and err.count("\n") == 1
+    assert _digest(reference) == before
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_detected(reference, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    meta = json.loads((run / "checkpoint" / "state.json").read_text())
+    f = run / "checkpoint" / meta["tensors"]
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    from sparseae import SparseAEError
+    from sparseae.config import ModelConfig
+    from sparseae.model import SparseAutoencoder
+
+    model = SparseAutoencoder(ModelConfig(input_dim=10, hidden=[12], output_activation="linear"))
+    with pytest.raises(SparseAEError, match="corrupt"):
+        Checkpointer(RunDir(run)).load(model, torch.optim.Adam(model.parameters()), None)
+
+
+def test_resuming_a_finished_run_changes_no_weights(reference):
+    before = _weights(reference)
+    assert main(["train", "--resume", str(reference), "--quiet"]) == 0
+    after = _weights(reference)
+    assert all(torch.equal(before[k], after[k]) for k in before)
