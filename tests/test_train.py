@@ -187,3 +187,15 @@ def test_preset_and_add_sparsity_flags():
     assert cfg.model.layer_activations() == ["relu"] * 4 + ["sigmoid"]
     cfg = config_from_args(build_parser().parse_args(["train", "--add-sparsity", "no"]))
     assert cfg.sparsity.penalty == "none"
+
+
+def test_he_init_scales_relu_layers_only():
+    cfg = ModelConfig(input_dim=400, hidden=[300, 20], activation="relu", code_activation="sigmoid")
+    model = SparseAutoencoder(cfg)
+    before_code = model.encoder[1].weight.clone()
+    model.initialize("he", torch.Generator().manual_seed(0))
+    w = model.encoder[0].weight  # followed by ReLU: N(0, 2/n_in)
+    assert w.std().item() == pytest.approx((2 / 400) ** 0.5, rel=0.02)
+    assert torch.count_nonzero(model.encoder[0].bias) == 0
+    assert torch.equal(model.encoder[1].weight, before_code)  # sigmoid code layer keeps its init
+    assert model.decoder[0].weight.std().item() == pytest.approx((2 / 20) ** 0.5, rel=0.1)

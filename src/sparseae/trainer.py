@@ -208,6 +208,10 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: Dataset | A
     if parallel is not None:
         parallel.broadcast_([*model.parameters(), *model.buffers()])  # every process starts equal
 
+    full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
+    if full_batch and (not torch.is_tensor(train_x) or resume or parallel is not None):  # before any file
+        raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
+
     main = parallel is None or parallel.is_main  # only rank 0 writes files
     run = RunDir(out) if out is not None else None
     if run is not None and main and not resume:
@@ -237,9 +241,7 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: Dataset | A
     if parallel is not None:
         objective.mean_activation = parallel.mean_activation  # rho_hat over the global batch
         model.batch_selection = parallel.batchtopk_activation  # BatchTopK over the global batch
-    if tc.optimizer in FULL_BATCH_OPTIMIZERS:
-        if not torch.is_tensor(train_x) or resume or parallel is not None:
-            raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
+    if full_batch:
         rows, reached = fit_full_batch(model, objective, train_x, val_x, tc, on_epoch, progress)
     else:
         rows, reached = fit(model, objective, train_x, val_x, tc, on_epoch, progress and main,
