@@ -139,15 +139,13 @@ def test_dead_unit_tracking_counts_examples_since_firing():
 
 
 def test_auxk_loss_hand_computed():
-    pre = torch.tensor([[1.0, 3.0, -1.0, 2.0]])
+    pre = torch.tensor([[1.0, 3.0, -1.0, 2.0], [1.0, 3.0, -1.0, 2.0]])
     dead = torch.tensor([False, True, True, True])
-    residual = torch.tensor([[1.0, 0.0], [0.0, 1.0]])[:1].repeat(2, 1) * torch.tensor([[1.0], [0.0]])
-    pre = pre.repeat(2, 1)
+    residual = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     w = torch.tensor([[1.0, 0.5, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])  # out x code
     # k_aux=2 dead units per row: units 1 (3.0) and 3 (2.0) -> e_hat = 3*w[:,1] + 2*w[:,3] = (3.5, 3)
-    e = residual
-    e_hat = torch.tensor([[3.5, 3.0], [3.5, 3.0]])
-    expect = (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum()
+    # sum ||e - e_hat||^2 = (2.5^2 + 3^2) + (3.5^2 + 3^2) = 36.5; sum ||e - mean e||^2 = 0.5
+    expect = torch.tensor(36.5 / 0.5)
     assert torch.allclose(auxk_loss(pre, dead, residual, w, 2), expect)
     assert auxk_loss(pre, torch.zeros(4, dtype=torch.bool), residual, w, 2).item() == 0.0
 

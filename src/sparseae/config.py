@@ -114,8 +114,9 @@ class SparsityConfig:
     sparsity by construction; sets model.topk to 'topk' if it is 'none')."""
     rho: float = 0.05
     """Target mean activation of each penalised unit (KL)."""
-    beta: float = 0.001
-    """Weight of the sparsity penalty (KL or L1)."""
+    beta: float = 0.003
+    """Weight of the sparsity penalty (KL or L1). The tutorial's 0.001 leaves a 256-unit sigmoid code
+    at a mean activation of 0.072 for rho 0.05 after 10 epochs; 0.003 brings it to 0.058."""
     layers: list[int] = field(default_factory=lambda: [-1])
     """Encoder layers penalised (indices into `hidden`); default: the code layer."""
     rho_hat: str = "batch"
