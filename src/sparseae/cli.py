@@ -123,6 +123,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         kw = dict(kw)
         kw.setdefault("help", _field_help(section, name))
         kw["help"] += f" (default: {default})".replace("%", "%%")
+        kw.setdefault("metavar", name.upper())
         p.add_argument(flag, dest=f"{section}.{name}", default=None, **kw)
     p.add_argument("--reg-param", dest="sparsity.beta", type=float, default=None, help="alias of --beta")
     p.add_argument("--add-sparsity", type=_yes_no, default=None, metavar="yes|no",
@@ -218,6 +219,7 @@ def add_gradcheck_arguments(p: argparse.ArgumentParser) -> None:
             continue
         kw = dict(kw)
         kw.setdefault("help", _field_help(section, name))
+        kw.setdefault("metavar", name.upper())
         p.add_argument(flag, dest=f"{section}.{name}", default=None, **kw)
     p.add_argument("--input-dim", type=int, default=64, help="input features (default: 64)")
     p.add_argument("--examples", type=int, default=20, help="random examples in [0.1, 0.9] (default: 20)")

@@ -20,7 +20,9 @@ Only rank 0 writes files. The backend is gloo on CPU and NCCL on GPUs.
 """
 from __future__ import annotations
 
+import atexit
 import os
+from datetime import timedelta
 import torch
 import torch.distributed as dist
 
@@ -124,6 +126,19 @@ class DataParallel:
         return bool(t.item())
 
 
+def _shutdown() -> None:
+    if dist.is_initialized():
+        try:  # bounded wait: a rank that died must not hang the others at exit
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass
+        finally:
+            dist.destroy_process_group()
+
+
 def from_environment(device: torch.device) -> DataParallel | None:
     """The data-parallel context when started by torchrun (WORLD_SIZE > 1), else None."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -134,4 +149,8 @@ def from_environment(device: torch.device) -> DataParallel | None:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
+        # Tear the group down before the interpreter exits: a process leaving with gloo's threads
+        # still running aborts ("terminate called without an active exception"). The barrier
+        # keeps one rank from closing while another is still talking to it.
+        atexit.register(_shutdown)
     return DataParallel(dist.get_rank(), dist.get_world_size(), device)
