@@ -112,7 +112,7 @@ def _field_docs(section: str) -> dict[str, str]:
             and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)}
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, out: str = "runs/latest") -> None:
     defaults = RunConfig()
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="start from a named configuration (tutorial: 784-256-128-64-32-16 mirrored, KL on the "
@@ -128,7 +128,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg-param", dest="sparsity.beta", type=float, default=None, help="alias of --beta")
     p.add_argument("--add-sparsity", type=_yes_no, default=None, metavar="yes|no",
                    help="'no' trains the plain autoencoder (same as --penalty none)")
-    p.add_argument("--out", default="runs/latest", help="run folder to write (default: runs/latest)")
+    p.add_argument("--out", default=out, help=f"run folder to write (default: {out})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -320,8 +320,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    add_train_arguments(p)
-    p.set_defaults(out="runs/sweep")
+    add_train_arguments(p, out="runs/sweep")
     p.add_argument("--k-grid", dest="grid_topk", type=_float_list, default=[], metavar="K,K,...",
                    help="TopK family: values of k")
     p.add_argument("--kl-beta", dest="grid_kl", type=_float_list, default=[], metavar="B,B,...",
