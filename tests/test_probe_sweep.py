@@ -111,3 +111,24 @@ def test_sweep_bad_grid_exits_2(argv, needle, capsys, tmp_path):
 def test_check_grid_library_error():
     with pytest.raises(SparseAEError, match="empty grid"):
         check_grid({"topk": [], "kl": []})
+
+
+def test_probe_l2_auto_is_chosen_without_the_test_split():
+    from sparseae.probe import L2_GRID
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(600, 30, generator=g)
+    w = torch.randn(30, 3, generator=g)
+    y = (x @ w + 2.0 * torch.randn(600, 3, generator=g)).argmax(1)  # noisy: regularisation matters
+    xt = torch.randn(200, 30, generator=g)
+    yt = (xt @ w).argmax(1)
+    a = probe_features("auto", x, y, xt, yt, max_iter=50, l2=None)
+    b = probe_features("auto", x, y, xt, yt[torch.randperm(200, generator=g)], max_iter=50, l2=None)
+    assert a.l2 in L2_GRID and a.l2 == b.l2  # test labels shuffled: same choice
+    fixed = probe_features("fixed", x, y, xt, yt, max_iter=50, l2=a.l2)
+    assert a.test_accuracy == pytest.approx(fixed.test_accuracy)  # final fit uses all training rows
+
+
+def test_probe_l2_flag_parsing(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["probe", "--l2", "lots"])
+    assert e.value.code == 2

@@ -84,15 +84,30 @@ class ProbeResult:
     train_accuracy: float
     test_accuracy: float
     seconds: float
+    l2: float = float("nan")
+    """The L2 weight used (chosen on held-out training rows when asked to)."""
+
+
+L2_GRID = (1e-4, 1e-3, 1e-2)
+HOLDOUT = 6  # l2 selection holds out 1/HOLDOUT of the training rows; the test split is never looked at
 
 
 def probe_features(name: str, train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor,
-                   test_y: torch.Tensor, max_iter: int = 300, l2: float = 1e-4,
+                   test_y: torch.Tensor, max_iter: int = 300, l2: float | None = 1e-4,
                    l0: float = float("nan"), seed: int = 0) -> ProbeResult:
-    """Fit a standardised softmax probe on train features; accuracy on both splits."""
+    """Fit a standardised softmax probe on train features; accuracy on both splits.
+
+    `l2=None` picks the L2 weight from L2_GRID by accuracy on the last 1/HOLDOUT of the
+    training rows (fitted on the rest), then refits on all training rows with it.
+    """
     import time
 
     t0 = time.perf_counter()
+    if l2 is None:
+        n_fit = train_f.shape[0] - train_f.shape[0] // HOLDOUT
+        scores = [probe_features(name, train_f[:n_fit], train_y[:n_fit], train_f[n_fit:], train_y[n_fit:],
+                                 max_iter, c, l0, seed).test_accuracy for c in L2_GRID]
+        l2 = L2_GRID[max(range(len(L2_GRID)), key=scores.__getitem__)]
     torch.manual_seed(seed)
     classes, train_t = torch.unique(train_y, return_inverse=True)
     test_t = torch.searchsorted(classes, test_y)
@@ -106,7 +121,7 @@ def probe_features(name: str, train_f: torch.Tensor, train_y: torch.Tensor, test
         tr = (head(xs).argmax(1) == train_t).float().mean().item()
         known = torch.isin(test_y, classes)
         te = (head(xt).argmax(1) == test_t)[known].float().mean().item()
-    return ProbeResult(name, train_f.shape[1], l0, tr, te, time.perf_counter() - t0)
+    return ProbeResult(name, train_f.shape[1], l0, tr, te, time.perf_counter() - t0, l2)
 
 
 def _split(data: Dataset, classes: list[int] | None) -> Dataset:
@@ -116,7 +131,7 @@ def _split(data: Dataset, classes: list[int] | None) -> Dataset:
 
 
 def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None = None,
-               limit_train: int | None = None, max_iter: int = 300, l2: float = 1e-4,
+               limit_train: int | None = None, max_iter: int = 300, l2: float | None = 1e-4,
                data_dir: str | None = None, dataset: Dataset | None = None,
                device: str = "cpu") -> list[ProbeResult]:
     """Probe each run's features (and raw pixels) on the labelled train/test split of its data set.
@@ -151,9 +166,10 @@ def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None 
 
 def results_table(results: list[ProbeResult]) -> str:
     """Markdown table of probe results."""
-    lines = ["| features | dim | L0 (test) | train acc | test acc | probe s |", "|---|---|---|---|---|---|"]
+    lines = ["| features | dim | L0 (test) | probe L2 | train acc | test acc | probe s |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.name} | {r.features} | {r.l0:.1f} | {100 * r.train_accuracy:.2f}% | "
+        lines.append(f"| {r.name} | {r.features} | {r.l0:.1f} | {r.l2:g} | {100 * r.train_accuracy:.2f}% | "
                      f"{100 * r.test_accuracy:.2f}% | {r.seconds:.0f} |")
     return "\n".join(lines)
 
@@ -161,7 +177,7 @@ def results_table(results: list[ProbeResult]) -> str:
 def write_results_csv(results: list[ProbeResult], path: str | os.PathLike) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["features", "dim", "l0", "train_accuracy", "test_accuracy", "seconds"])
+    w.writerow(["features", "dim", "l0", "l2", "train_accuracy", "test_accuracy", "seconds"])
     for r in results:
-        w.writerow([r.name, r.features, r.l0, r.train_accuracy, r.test_accuracy, r.seconds])
+        w.writerow([r.name, r.features, r.l0, r.l2, r.train_accuracy, r.test_accuracy, r.seconds])
     atomic_write_text(Path(path), buf.getvalue())
