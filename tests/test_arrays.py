@@ -34,7 +34,6 @@ def test_every_format_reads_the_same_rows(tmp_path, data):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = {}
     np.save(tmp_path / "a.npy", data)
     np.save(tmp_path / "f.npy", np.asfortranarray(data.astype(np.float64)))
     np.savez(tmp_path / "stored.npz", x=data)

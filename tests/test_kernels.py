@@ -1,7 +1,6 @@
 """Sparse TopK kernels against a dense float32/float64 reference: forward values and every gradient."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sparseae import SparseAEError
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig
