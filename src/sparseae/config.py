@@ -299,9 +299,6 @@ class RunConfig:
         self.model.validate()
         self.sparsity.validate(self.model)
         self.train.validate()
-        if self.train.optimizer in FULL_BATCH_OPTIMIZERS and self.model.unit_norm_decoder:
-            raise SparseAEError("unit_norm_decoder is a constraint applied between minibatch steps; "
-                                f"it cannot be used with optimizer '{self.train.optimizer}' (use adam or sgd)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

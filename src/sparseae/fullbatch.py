@@ -17,7 +17,7 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .errors import SparseAEError
 from .metrics import evaluate
 from .model import SparseAutoencoder
@@ -87,6 +87,13 @@ class FlatObjective:
         return self.parts(theta)
 
 
+def check_model(config: ModelConfig) -> None:
+    """Refuse models a full-batch optimizer cannot train (called before a run writes any file)."""
+    if config.unit_norm_decoder:
+        raise SparseAEError("unit_norm_decoder is a constraint applied between minibatch steps; "
+                            "use --optimizer adam or sgd with it")
+
+
 def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor, val_x: torch.Tensor,
                    cfg: TrainConfig, on_row: Callable[[dict[str, Any]], None] | None = None,
                    progress: bool = True) -> tuple[list[dict[str, Any]], bool]:
@@ -100,9 +107,7 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
     if cfg.optimizer not in SCIPY_METHODS:
         raise SparseAEError(f"optimizer '{cfg.optimizer}' is not full-batch; "
                             f"full-batch optimizers: {', '.join(SCIPY_METHODS)}")
-    if model.config.unit_norm_decoder:
-        raise SparseAEError("unit_norm_decoder is a constraint applied between minibatch steps; "
-                            "use --optimizer adam or sgd with it")
+    check_model(model.config)
     dtype = next(model.parameters()).dtype
     model.double().train()
     x, xv = train_x.double(), val_x.double()

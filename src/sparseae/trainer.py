@@ -25,7 +25,7 @@ from .data.datasets import select_classes
 from .data.arrays import ArrayData
 from .distributed import DataParallel, from_environment
 from .errors import SparseAEError
-from .fullbatch import fit_full_batch
+from .fullbatch import check_model as check_full_batch_model, fit_full_batch
 from .metrics import evaluate, unit_firing_frequency
 from .model import SparseAutoencoder
 from .objective import Objective
@@ -211,6 +211,8 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: Dataset | A
     full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
     if full_batch and (not torch.is_tensor(train_x) or resume or parallel is not None):  # before any file
         raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
+    if full_batch:
+        check_full_batch_model(config.model)
 
     main = parallel is None or parallel.is_main  # only rank 0 writes files
     run = RunDir(out) if out is not None else None
