@@ -9,7 +9,8 @@
 
 Prepare on the CPU machine with `bash benchmarks/gpu_prepare.sh`, then run on the GPU machine:
     PYTHONPATH=src python3 benchmarks/gpu_all.py          (carry runs/gpu_carry)
-A log is written to $OUT/gpu_all.log when OUT is set.
+A log is written to $OUT/gpu_all.log when OUT is set. `--dry-run` goes through every step on the
+CPU at toy sizes (a minute), to check the script's wiring before spending GPU time.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import tutorial_epoch  # noqa: E402
 import wide_topk  # noqa: E402
 
 
-def cpu_gpu_agreement() -> None:
+def cpu_gpu_agreement(devices=("cpu", "cuda"), n_rows: int = 12000) -> None:
     """The tutorial model, 2 epochs on 12,000 FashionMNIST rows at batch 256, float32, on the CPU and on
     the GPU from the same initial weights and order: largest weight difference and the losses."""
     from sparseae.config import PRESETS, RunConfig, TrainConfig
@@ -48,11 +49,11 @@ def cpu_gpu_agreement() -> None:
     data = load_dataset("fashion-mnist")
     config = RunConfig.from_dict(PRESETS["tutorial"])
     models, losses = [], []
-    for device in ("cpu", "cuda"):
+    for device in devices:
         torch.manual_seed(0)
         model = SparseAutoencoder(config.model).to(device)
         tc = TrainConfig(epochs=2, batch_size=256, device=device)
-        rows, _ = fit(model, Objective(config.sparsity, tc.recon), data.train[:12000].to(device),
+        rows, _ = fit(model, Objective(config.sparsity, tc.recon), data.train[:n_rows].to(device),
                       data.test[:2000].to(device), tc, progress=False)
         models.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
         losses.append([r["train_loss"] for r in rows])
@@ -72,18 +73,28 @@ class Tee(io.TextIOBase):
         return len(s)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    dry = "--dry-run" in (sys.argv[1:] if argv is None else argv)
     log = open(Path(os.environ["OUT"]) / "gpu_all.log", "w") if os.environ.get("OUT") else None
     with contextlib.redirect_stdout(Tee(sys.stdout, log) if log else sys.stdout):
         t0 = time.perf_counter()
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
-        steps = [
-            ("tutorial epoch", lambda: tutorial_epoch.main(
-                ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
-                 "--budget-s", "150"])),
-            ("wide TopK", lambda: wide_topk.main(["--device", "cuda"])),
-            ("CPU vs GPU", cpu_gpu_agreement),
-        ]
+        if dry:
+            steps = [
+                ("tutorial epoch", lambda: tutorial_epoch.main(
+                    ["--device", "cpu", "--batch-sizes", "1024", "--modes", "eager", "--peer-batches", "5,10"])),
+                ("wide TopK", lambda: wide_topk.main(["--device", "cpu", "--d-in", "32", "--latents", "512",
+                                                      "--batch", "256", "--steps", "4", "--grad-batch", "64"])),
+                ("CPU vs GPU", lambda: cpu_gpu_agreement(("cpu", "cpu"), n_rows=2000)),
+            ]
+        else:
+            steps = [
+                ("tutorial epoch", lambda: tutorial_epoch.main(
+                    ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
+                     "--budget-s", "150"])),
+                ("wide TopK", lambda: wide_topk.main(["--device", "cuda"])),
+                ("CPU vs GPU", cpu_gpu_agreement),
+            ]
         for name, step in steps:
             t = time.perf_counter()
             print(f"== {name}", flush=True)

@@ -28,6 +28,7 @@ from sparseae.objective import Objective
 from sparseae.trainer import fit
 
 PEER = os.environ.get("SPARSEAE_PEERS", "/work/shared/peers") + "/tutorial_kl.py"
+PEER_DATA = os.environ.get("SPARSEAE_DATA", "/usr/share/datasets/fashion-mnist")  # the peer's --data
 # ANCHORS.md section 6: seconds per epoch.
 CPU_EAGER = {32: 13.2, 256: 1.72, 1024: 0.95}          # this machine kind, 2 cores, data resident
 H200_EAGER = {32: 6.47, 256: 0.72, 1024: 0.18}
@@ -36,7 +37,8 @@ GPU_TARGET = {32: 1.0, 1024: 0.05}                     # issue 5 acceptance
 PEER_EPOCH = {"cpu": 15.0, "cuda": 21.9}               # the tutorial's own loop (CPU 14-16 s, H200)
 
 MODES = {"eager": {}, "graph": {"cuda_graph": True}, "compile": {"compile": True},
-         "compile+graph": {"compile": True, "cuda_graph": True}, "bf16+graph": {"precision": "bf16", "cuda_graph": True}}
+         "compile+graph": {"compile": True, "cuda_graph": True},
+         "bf16+graph": {"precision": "bf16", "cuda_graph": True}}
 
 
 def project_epoch(data, device: str, batch: int, mode: str, epochs: int) -> float:
@@ -54,7 +56,8 @@ def peer_epoch(device: str, n1: int, n2: int) -> tuple[float, float]:
     """(extrapolated seconds per full epoch, seconds per batch) of the peer loop at batch 32."""
     times = []
     for n in (n1, n2):
-        out = subprocess.run([sys.executable, PEER, "--epochs", "1", "--max-batches", str(n), "--device", device],
+        out = subprocess.run([sys.executable, PEER, "--epochs", "1", "--max-batches", str(n), "--device", device,
+                              "--data", PEER_DATA],
                              capture_output=True, text=True, check=True).stdout
         times.append(float(re.search(r"epoch_s ([0-9.]+)", out).group(1)))
     per_batch = (times[1] - times[0]) / (n2 - n1)

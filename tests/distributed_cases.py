@@ -16,6 +16,9 @@ CASES = {
     # BatchTopK: the k * N largest activations of the global batch, and the same learned threshold.
     "batchtopk": ["--hidden", "16", "--activation", "relu", "--penalty", "topk", "--topk", "batchtopk",
                   "--k", "3", "--stream", "no"],
+    # AuxK: dead units counted on the global batch (a short window, so some die), AuxK's sums global.
+    "auxk": ["--hidden", "32", "--activation", "relu", "--penalty", "topk", "--k", "2", "--auxk",
+             "--dead-window", "40", "--k-aux", "4", "--stream", "no"],
 }
 
 

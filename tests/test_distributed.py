@@ -49,8 +49,10 @@ def test_two_processes_equal_one(two_process_runs, case):
     ra, rb = RunDir(one).read_metrics(), RunDir(two).read_metrics()
     assert len(ra) == len(rb) == 2
     for x, y in zip(ra, rb):
-        for col in ("train_loss", "train_recon", "train_sparsity", "val_mse", "l0"):
+        for col in ("train_loss", "train_recon", "train_sparsity", "val_mse", "l0", "dead_window_fraction"):
             assert y[col] == pytest.approx(x[col], rel=1e-5, abs=1e-6), col
+    if case == "auxk":  # the case means something only if units died and AuxK contributed
+        assert max(r["dead_window_fraction"] for r in ra) > 0 and min(r["train_sparsity"] for r in ra) > 0
 
 
 def test_global_mean_gradient_in_one_process(tmp_path):

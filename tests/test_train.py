@@ -38,7 +38,8 @@ def test_run_folder_has_every_file(tmp_path):
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert {"train_loss", "train_recon", "train_sparsity", "val_mse", "mean_activation", "dead_fraction"} <= set(rows[0])
+    columns = {"train_loss", "train_recon", "train_sparsity", "val_mse", "mean_activation", "dead_fraction"}
+    assert columns <= set(rows[0])
     assert not [p for p in run.rglob("*.tmp")]  # no leftovers of atomic writes
     # PNG files are real images
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,8 +90,8 @@ def test_target_val_mse_stops_early():
 
 def test_deep_and_tied_models():
     deep = SparseAutoencoder(ModelConfig(input_dim=20, hidden=[12, 8, 4], activation="relu", code_activation="sigmoid"))
-    assert [l.out_features for l in deep.encoder] == [12, 8, 4]
-    assert [l.out_features for l in deep.decoder] == [8, 12, 20]
+    assert [layer.out_features for layer in deep.encoder] == [12, 8, 4]
+    assert [layer.out_features for layer in deep.decoder] == [8, 12, 20]
     tied = SparseAutoencoder(ModelConfig(input_dim=20, hidden=[12, 4], tied=True))
     assert len(tied.weights()) == 2  # decoder shares the encoder's weights
     out = tied(torch.rand(3, 20))

@@ -90,13 +90,31 @@ class GraphStep:
     The graph is recorded at the first full batch. Recording needs a few warm-up
     steps (they allocate the optimizer state and the gradients); the model, its
     buffers, the optimizer state and the loss sums are put back afterwards, so
-    training goes on from the same state as without a graph.
+    training goes on from the same state as without a graph. The CUDA-specific
+    parts are `_warm_up` and `_capture`; the rest is plain tensor bookkeeping
+    (tested on the CPU with an eager stand-in for the graph).
     """
 
     def __init__(self, step: Step, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: int,
                  warmup: int = 3):
         self.step, self.model, self.optimizer, self.rows, self.warmup = step, model, optimizer, rows, warmup
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.replay: Callable[[], None] | None = None
+
+    def _warm_up(self, sums: torch.Tensor) -> None:
+        """Run the step a few times on a side stream, as graph capture requires."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.step(self.x, sums)
+        torch.cuda.current_stream().wait_stream(side)
+
+    def _capture(self, sums: torch.Tensor) -> Callable[[], None]:
+        """Record one step reading `self.x`; returns what replays it. Capture runs no kernels."""
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.step(self.x, sums)
+        return self.graph.replay
 
     def _record(self, example: torch.Tensor, sums: torch.Tensor) -> None:
         self.x, self.sums = example.clone(), sums
@@ -105,17 +123,10 @@ class GraphStep:
         saved_sums = sums.clone()
         saved_opt = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)}
                      for p, st in self.optimizer.state.items()}  # e.g. of a resumed run
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.step(self.x, sums)
-        torch.cuda.current_stream().wait_stream(side)
+        self._warm_up(sums)
         self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.step(self.x, sums)
-        with torch.no_grad():
+        self.replay = self._capture(sums)
+        with torch.no_grad():  # in place: the recorded graph reads and writes these very tensors
             for t, s in zip(state, saved):
                 t.copy_(s)
             for p, st in self.optimizer.state.items():
@@ -128,9 +139,9 @@ class GraphStep:
         if xb.shape[0] != self.rows:
             self.step(xb, sums)
             return
-        if self.graph is None:
+        if self.replay is None:
             self._record(xb, sums)
         if sums is not self.sums:
             raise RuntimeError("GraphStep: the loss sums must stay the same tensor (zero it in place)")
         self.x.copy_(xb)
-        self.graph.replay()
+        self.replay()

@@ -12,9 +12,9 @@ gradient is exactly the gradient of the loss on the whole global batch:
   each process's activations is the one of the global rho_hat;
 - weight decay, identical on every process, is counted once in total;
 - BatchTopK keeps the k * N largest activations of the global batch (one
-  all-gather of each process's candidates).
-
-The firing counters behind AuxK's dead units count each process's own rows.
+  all-gather of each process's candidates);
+- the firing counters behind AuxK's dead units count the global batch (a unit
+  fired if it fired on any process), and AuxK's sums run over all processes.
 
 Only rank 0 writes files. The backend is gloo on CPU and NCCL on GPUs.
 """
@@ -94,6 +94,13 @@ class DataParallel:
             positive = kept[kept > 0]
             smallest = positive.min() if positive.numel() else kept.new_zeros(())
         return a * (a >= kept.min()), smallest
+
+    @torch.no_grad()
+    def global_firing(self, fired: torch.Tensor, rows: int) -> tuple[torch.Tensor, int]:
+        """Units that fired on any process, and the global batch's rows (AuxK's dead units agree)."""
+        t = fired.to(torch.uint8)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.bool(), self.global_rows
 
     @torch.no_grad()
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:

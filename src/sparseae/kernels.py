@@ -122,8 +122,8 @@ def sparse_topk_forward(model, x: torch.Tensor):
     n = enc.weight.shape[0]
     with torch.no_grad():  # firing counters without a dense pass (and without a host sync)
         fired = torch.zeros(n + 1, dtype=torch.bool, device=x.device)
-        fired[torch.where(values > model.active_threshold, indices, n).reshape(-1)] = True
-        model.examples_since_fired.add_(x.shape[0]).masked_fill_(fired[:n], 0)
+        fired.index_fill_(0, torch.where(values > model.active_threshold, indices, n).reshape(-1), True)
+        model.count_firing(fired[:n], x.shape[0])
     # The dense code, for penalties and statistics; no gradient flows through it unless one is used.
     code = torch.zeros(x.shape[0], n, dtype=values.dtype, device=x.device).scatter(1, indices, values)
     return AutoencoderOutput(recon, (code,), target)

@@ -28,6 +28,10 @@ _ACTIVATIONS = {
 }
 
 
+def _this_process(fired: torch.Tensor, rows: int) -> tuple[torch.Tensor, int]:
+    return fired, rows
+
+
 class AutoencoderOutput(NamedTuple):
     recon: torch.Tensor
     """Reconstruction of the input, same shape."""
@@ -68,6 +72,8 @@ class SparseAutoencoder(nn.Module):
         self.code_preact: torch.Tensor | None = None  # last training batch's pre-TopK code, for AuxK
         # BatchTopK's selection; data-parallel training puts in one over the global batch (distributed.py)
         self.batch_selection = batchtopk_activation
+        # (fired, rows) of this process -> of the global batch; data-parallel training puts in an all-reduce
+        self.firing_across = _this_process
         if c.topk == "batchtopk":
             # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
             self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
@@ -114,9 +120,14 @@ class SparseAutoencoder(nn.Module):
         return {"dead_window_fraction": self.dead_mask().float().mean().item()}
 
     @torch.no_grad()
+    def count_firing(self, fired: torch.Tensor, rows: int) -> None:
+        """Update the counters behind dead_mask: `fired` (per unit) says which units fired in `rows` rows."""
+        fired, rows = self.firing_across(fired, rows)
+        self.examples_since_fired.add_(rows).masked_fill_(fired, 0)
+
+    @torch.no_grad()
     def _track_firing(self, code: torch.Tensor) -> None:
-        fired = (code.detach().abs() > self.active_threshold).any(dim=0)
-        self.examples_since_fired.add_(code.shape[0]).masked_fill_(fired, 0)
+        self.count_firing((code.detach().abs() > self.active_threshold).any(dim=0), code.shape[0])
 
     def _code(self, z: torch.Tensor, act, k: int | None) -> torch.Tensor:
         mode = self.config.topk

@@ -11,6 +11,10 @@ from .penalties import RunningMean, kl_penalty, l1_penalty, mean_activation, wei
 from .topk import auxk_loss
 
 
+def _this_process(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class LossParts(NamedTuple):
     total: torch.Tensor
     recon: torch.Tensor
@@ -31,6 +35,7 @@ class Objective:
         self.sparsity = sparsity
         self.recon = recon
         self.mean_activation = mean_activation  # data-parallel training puts the global batch's mean here
+        self.total = _this_process  # a sum over processes (differentiable) in data-parallel training
         self.running = {i: RunningMean(sparsity.rho_momentum) for i in sparsity.layers} \
             if sparsity.rho_hat == "running" else {}
 
@@ -55,7 +60,7 @@ class Objective:
         w, dim = model.code_decoder_param()
         w = w if dim == 0 else w.t()  # out x code
         k_aux = self.sparsity.k_aux or max(1, model.config.input_dim // 2)
-        return auxk_loss(model.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux)
+        return auxk_loss(model.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux, self.total)
 
     def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput) -> LossParts:
         rec = reconstruction_loss(out.recon, out.target, self.recon)

@@ -23,7 +23,7 @@ from .data import Dataset, load_dataset
 from .data.batches import BatchSource, TensorBatches
 from .data.datasets import select_classes
 from .data.arrays import ArrayData
-from .distributed import DataParallel, from_environment
+from .distributed import DataParallel, all_reduce_sum, from_environment
 from .errors import SparseAEError
 from .fullbatch import check_model as check_full_batch_model, fit_full_batch
 from .metrics import evaluate, unit_firing_frequency
@@ -77,7 +77,7 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
     device = next(model.parameters()).device
     params = list(model.parameters())
     optimizer = make_optimizer(params, cfg)
-    if cfg.cuda_graph:
+    if cfg.cuda_graph and device.type == "cuda":
         for group in optimizer.param_groups:
             group["capturable"] = True  # optimizer state on the device: the step can be recorded
     forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, device)
@@ -243,6 +243,8 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: Dataset | A
     if parallel is not None:
         objective.mean_activation = parallel.mean_activation  # rho_hat over the global batch
         model.batch_selection = parallel.batchtopk_activation  # BatchTopK over the global batch
+        model.firing_across = parallel.global_firing  # dead units (AuxK) from the global batch
+        objective.total = all_reduce_sum  # AuxK's sums over the global batch
     if full_batch:
         rows, reached = fit_full_batch(model, objective, train_x, val_x, tc, on_epoch, progress)
     else:
