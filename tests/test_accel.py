@@ -99,3 +99,28 @@ def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
     torch.testing.assert_close(got.examples_since_fired, ref.examples_since_fired, rtol=0, atol=0)
     for a, b in zip(rows, ref_rows):
         assert a["train_loss"] == b["train_loss"] and a["val_mse"] == b["val_mse"]
+
+
+@pytest.mark.parametrize("sparsity", ["auxk", "l1"])
+def test_bf16_penalties_in_float32(sparsity):
+    """After a bf16 forward pass the penalties run in float32 (AuxK's decoder product included) and
+    training lands close to float32 training."""
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(400, 10)).astype(np.float32))
+    if sparsity == "auxk":  # a short dead window so that units die and AuxK contributes
+        mc = ModelConfig(input_dim=10, hidden=[32], activation="relu", output_activation="linear", topk="topk",
+                         k=2, dead_window=40)
+        sc = SparsityConfig(penalty="topk", auxk=True)
+    else:
+        mc = ModelConfig(input_dim=10, hidden=[8], activation="relu", output_activation="linear")
+        sc = SparsityConfig(penalty="l1", beta=0.1)
+
+    def run(precision):
+        torch.manual_seed(0)
+        model = SparseAutoencoder(mc)
+        rows, _ = fit(model, Objective(sc), x, x[:50], TrainConfig(epochs=2, batch_size=50, precision=precision),
+                      progress=False)
+        return rows
+
+    ref, low = run("fp32"), run("bf16")
+    assert min(r["train_sparsity"] for r in low) > 0
+    assert low[-1]["train_loss"] == pytest.approx(ref[-1]["train_loss"], rel=2e-2)

@@ -46,8 +46,12 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def as_float32(out: AutoencoderOutput) -> AutoencoderOutput:
-    """The loss in float32 even when the forward pass ran in bfloat16 (KL of a bf16 mean is coarse)."""
-    return AutoencoderOutput(out.recon.float(), tuple(h.float() for h in out.hidden), out.target.float())
+    """The reconstruction loss in float32 even when the forward pass ran in bfloat16.
+
+    Hidden layers stay as they are: the penalties cast the layers they use (objective.py), so a
+    wide code (4096 x 65,536 for a TopK SAE, which needs no penalty) is not copied every step.
+    """
+    return AutoencoderOutput(out.recon.float(), out.hidden, out.target.float())
 
 
 def check_options(cfg, model_cfg, sparsity_cfg, device: torch.device, distributed: bool) -> None:

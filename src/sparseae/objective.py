@@ -11,6 +11,10 @@ from .penalties import RunningMean, kl_penalty, l1_penalty, mean_activation, wei
 from .topk import auxk_loss
 
 
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _this_process(t: torch.Tensor) -> torch.Tensor:
     return t
 
@@ -41,11 +45,11 @@ class Objective:
 
     def penalty(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
         s = self.sparsity
-        total = hidden[-1].new_zeros(())
+        total = hidden[-1].new_zeros((), dtype=at_least_float32(hidden[-1].dtype))
         if s.penalty in ("none", "topk") or s.beta == 0:  # topk: sparse by construction, no term
             return total
         for i in s.layers:
-            h = hidden[i]
+            h = hidden[i].to(total.dtype)  # in float32 after a bf16 forward pass: KL of a bf16 mean is coarse
             if s.penalty == "kl":
                 rho_hat = self.mean_activation(h)
                 if i in self.running:

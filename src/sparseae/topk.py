@@ -75,10 +75,11 @@ def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Ten
     """
     n_dead = int(dead.sum())
     if n_dead == 0:
-        return code_preact.new_zeros(())
-    z = code_preact.masked_fill(~dead, float("-inf"))
+        return residual.new_zeros(())
+    z = code_preact.to(residual.dtype)  # in the loss's precision (float32 after a bf16 forward pass)
+    z = z.masked_fill(~dead, float("-inf"))
     vals, idx = z.topk(min(k_aux, n_dead), dim=-1, sorted=False)
-    h = torch.zeros_like(code_preact).scatter(-1, idx, torch.relu(vals))
+    h = torch.zeros_like(z).scatter(-1, idx, torch.relu(vals))
     e = residual.detach()
     e_hat = F.linear(h, decoder_weight)
     with torch.no_grad():
