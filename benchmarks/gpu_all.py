@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("tutorial epoch", lambda: tutorial_epoch.main(
                     ["--device", "cpu", "--batch-sizes", "1024", "--modes", "eager", "--peer-batches", "5,10"])),
                 ("wide TopK", lambda: wide_topk.main(["--device", "cpu", "--d-in", "32", "--latents", "512",
-                                                      "--batch", "256", "--steps", "4", "--grad-batch", "64"])),
+                                                      "--batch", "256", "--steps", "4", "--grad-batch", "64",
+                                                      "--modes", "dense,sparse,sparse+compile"])),
                 ("CPU vs GPU", lambda: cpu_gpu_agreement(("cpu", "cpu"), n_rows=2000)),
             ]
         else:
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("tutorial epoch", lambda: tutorial_epoch.main(
                     ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
                      "--budget-s", "150"])),
-                ("wide TopK", lambda: wide_topk.main(["--device", "cuda"])),
+                ("wide TopK", lambda: wide_topk.main(["--device", "cuda", "--modes",
+                                                      "dense,sparse,sparse+graph,sparse+compile+graph"])),
                 ("CPU vs GPU", cpu_gpu_agreement),
             ]
         for name, step in steps:

@@ -26,8 +26,9 @@ from sparseae.trainer import fit
 
 H200_REFERENCE = {"sparsify": 0.46e6, "dense PyTorch": 0.47e6}
 TARGET = {"H200": 0.7e6, "H100": 0.5e6}
-MODES = {"dense": ("dense", False), "sparse": ("sparse", False), "sparse+graph": ("sparse", True),
-         "dense+graph": ("dense", True)}
+MODES = {"dense": ("dense", False, False), "sparse": ("sparse", False, False), "sparse+graph": ("sparse", True, False),
+         "dense+graph": ("dense", True, False), "sparse+compile": ("sparse", False, True),
+         "sparse+compile+graph": ("sparse", True, True)}
 
 
 def make_model(args, kernel: str) -> SparseAutoencoder:
@@ -54,10 +55,10 @@ def relative_error(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -
 
 
 def throughput(args, x: torch.Tensor, val: torch.Tensor, mode: str) -> float:
-    kernel, graph = MODES[mode]
+    kernel, graph, compiled = MODES[mode]
     model = make_model(args, kernel)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-4, device=args.device,
-                      precision=args.precision, cuda_graph=graph)
+                      precision=args.precision, cuda_graph=graph, compile=compiled)
     rows, _ = fit(model, Objective(SparsityConfig(penalty="topk")), x, val, cfg, progress=False)
     best = min(r["epoch_seconds"] for r in rows[1:]) if len(rows) > 1 else rows[0]["epoch_seconds"]
     del model

@@ -17,9 +17,11 @@ def kl_divergence(rho: float | torch.Tensor, rho_hat: float | torch.Tensor) -> t
     q is clamped into [eps, 1-eps] (eps: machine epsilon of its dtype) so the
     value stays finite as rho_hat approaches 0 or 1.
     """
-    rho_t = torch.as_tensor(rho, dtype=torch.float64 if not torch.is_tensor(rho_hat) else rho_hat.dtype)
-    if torch.any((rho_t <= 0) | (rho_t >= 1)):
+    # a float rho is checked in Python: no data-dependent branch for torch.compile to break on
+    out_of_range = not 0 < rho < 1 if isinstance(rho, (int, float)) else bool(torch.any((rho <= 0) | (rho >= 1)))
+    if out_of_range:
         raise SparseAEError(f"rho must be in (0, 1), got {rho}")
+    rho_t = torch.as_tensor(rho, dtype=torch.float64 if not torch.is_tensor(rho_hat) else rho_hat.dtype)
     q = torch.as_tensor(rho_hat, dtype=rho_t.dtype)
     eps = torch.finfo(q.dtype).eps
     q = q.clamp(eps, 1 - eps)
