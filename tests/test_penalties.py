@@ -29,7 +29,7 @@ def test_kl_finite_at_the_edges():
     assert torch.isfinite(q.grad).all()
 
 
-@pytest.mark.parametrize("rho", [0.0, 1.0, -0.1, 1.5])
+@pytest.mark.parametrize("rho", [0.0, 1.0, -0.1, 1.5, float("nan"), torch.tensor([0.5, 1.0])])
 def test_kl_rejects_rho_outside_unit_interval(rho):
     with pytest.raises(SparseAEError, match="rho"):
         kl_divergence(rho, 0.3)
