@@ -43,9 +43,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
+        # On GPUs the fused kernel: one pass over parameters and moments instead of one per
+        # arithmetic step (for a 65,536 x 768 TopK SAE the optimizer is a large part of a step).
+        # On the CPU the default (foreach), whose results the CPU figures were measured with.
+        return torch.optim.Adam(params, lr=cfg.lr, fused=device.type == "cuda" or None)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
@@ -76,7 +79,7 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
     batches = TensorBatches(train_x, cfg.batch_size) if torch.is_tensor(train_x) else train_x
     device = next(model.parameters()).device
     params = list(model.parameters())
-    optimizer = make_optimizer(params, cfg)
+    optimizer = make_optimizer(params, cfg, device)
     if cfg.cuda_graph and device.type == "cuda":
         for group in optimizer.param_groups:
             group["capturable"] = True  # optimizer state on the device: the step can be recorded
