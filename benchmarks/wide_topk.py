@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latents", type=int, default=65536)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=12, help="batches per epoch")
+    p.add_argument("--steps", type=int, default=32, help="batches per epoch (the epoch time includes a one-batch validation pass)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--precision", default="bf16")
     p.add_argument("--modes", default="dense,sparse,sparse+graph", help=", ".join(MODES))
