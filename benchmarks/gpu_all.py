@@ -79,24 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(Tee(sys.stdout, log) if log else sys.stdout):
         t0 = time.perf_counter()
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
-        if dry:
-            steps = [
-                ("tutorial epoch", lambda: tutorial_epoch.main(
-                    ["--device", "cpu", "--batch-sizes", "1024", "--modes", "eager", "--peer-batches", "5,10"])),
-                ("wide TopK", lambda: wide_topk.main(["--device", "cpu", "--d-in", "32", "--latents", "512",
-                                                      "--batch", "256", "--steps", "4", "--grad-batch", "64",
-                                                      "--modes", "dense,sparse,sparse+compile"])),
-                ("CPU vs GPU", lambda: cpu_gpu_agreement(("cpu", "cpu"), n_rows=2000)),
-            ]
+        if dry:  # toy sizes on the CPU: the same steps, to check the wiring
+            tutorial = ["--device", "cpu", "--batch-sizes", "1024", "--modes", "eager", "--peer-batches", "5,10"]
+            wide = ["--device", "cpu", "--d-in", "32", "--latents", "512", "--batch", "256", "--steps", "4",
+                    "--grad-batch", "64", "--modes", "dense,sparse,sparse+compile"]
+            agreement = {"devices": ("cpu", "cpu"), "n_rows": 2000}
         else:
-            steps = [
-                ("tutorial epoch", lambda: tutorial_epoch.main(
-                    ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
-                     "--budget-s", "150"])),
-                ("wide TopK", lambda: wide_topk.main(["--device", "cuda", "--modes",
-                                                      "dense,sparse,sparse+graph,sparse+compile+graph"])),
-                ("CPU vs GPU", cpu_gpu_agreement),
-            ]
+            tutorial = ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
+                        "--budget-s", "150"]
+            wide = ["--device", "cuda", "--modes", "dense,sparse,sparse+graph,sparse+compile+graph"]
+            agreement = {}
+        steps = [
+            ("tutorial epoch", lambda: tutorial_epoch.main(tutorial)),
+            ("wide TopK", lambda: wide_topk.main(wide)),
+            ("CPU vs GPU", lambda: cpu_gpu_agreement(**agreement)),
+        ]
         for name, step in steps:
             t = time.perf_counter()
             print(f"== {name}", flush=True)

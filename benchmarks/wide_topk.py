@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from sparseae import accel
 from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
@@ -39,13 +40,12 @@ def make_model(args, kernel: str) -> SparseAutoencoder:
 
 
 def gradients(args, x: torch.Tensor, kernel: str, precision: str) -> dict[str, torch.Tensor]:
-    """Parameter gradients of one training loss on batch `x` (same initial weights for every call)."""
+    """Parameter gradients of one training loss on batch `x` (same initial weights for every call),
+    computed as the trainer computes its loss (accel.forward_loss: autocast, loss in float32)."""
     model = make_model(args, kernel)
     model.train()
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out = model(x)
-    out = type(out)(out.recon.float(), tuple(h.float() for h in out.hidden), out.target.float())
-    Objective(SparsityConfig(penalty="topk"))(model, out).total.backward()
+    loss = accel.forward_loss(model, Objective(SparsityConfig(penalty="topk")), precision, False, x.device)
+    loss(x).total.backward()
     return {n: p.grad.detach().float().clone() for n, p in model.named_parameters()}
 
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latents", type=int, default=65536)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=32, help="batches per epoch (the epoch time includes a one-batch validation pass)")
+    p.add_argument("--steps", type=int, default=32,
+                   help="batches per epoch (the epoch time includes a one-batch validation pass)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--precision", default="bf16")
     p.add_argument("--modes", default="dense,sparse,sparse+graph", help=", ".join(MODES))
@@ -94,13 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gradient check, sparse kernels vs dense float32: relative error {err32:.2e} "
           f"({'ok' if err32 < 1e-4 else 'FAILED'}: < 1e-4)", flush=True)
     if args.precision == "bf16":
-        dense16 = gradients(args, xg, "dense", "bf16")
-        err16 = relative_error(gradients(args, xg, "sparse", "bf16"), dense16)
+        dense16, sparse16 = gradients(args, xg, "dense", "bf16"), gradients(args, xg, "sparse", "bf16")
         # bf16 keeps 8 bits of mantissa: near-ties at the k-th largest pre-activation can pick other
         # latents than float32 does, so the bf16-vs-float32 figure measures bf16 itself, not the kernels.
-        print(f"  in bf16: sparse vs dense bf16 {err16:.2e}; bf16 vs the float32 reference: sparse "
-              f"{relative_error(gradients(args, xg, 'sparse', 'bf16'), ref):.2e}, dense "
-              f"{relative_error(dense16, ref):.2e} ({time.perf_counter() - t:.1f} s)", flush=True)
+        print(f"  in bf16: sparse vs dense bf16 {relative_error(sparse16, dense16):.2e}; bf16 vs the float32 "
+              f"reference: sparse {relative_error(sparse16, ref):.2e}, dense {relative_error(dense16, ref):.2e} "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
     target = next((v for k, v in TARGET.items() if k in name), None)
     for mode in args.modes.split(","):
         if not gpu and "graph" in mode:

@@ -96,12 +96,19 @@ def test_monitor_onset_outside_the_file(tmp_path, capsys):
     assert "onset 999 is outside" in capsys.readouterr().err
 
 
-def test_tennessee_eastman_files():
+@pytest.fixture
+def tep():
+    """(the Tennessee Eastman data module, the folder of its files); skips where bibmon is not installed."""
     te = pytest.importorskip("sparseae.data.tennessee_eastman")
     try:
         root = te.locate()
     except Exception:
         pytest.skip("bibmon (Tennessee Eastman data) not installed")
+    return te, root
+
+
+def test_tennessee_eastman_files(tep):
+    te, root = tep
     normal = te.load_normal(root)
     assert normal.shape == (500, 52)  # d00.dat is stored transposed
     assert te.load_test(root, 0).shape == (960, 52)
@@ -111,12 +118,8 @@ def test_tennessee_eastman_files():
     assert np.abs(z).max() < 1.0
 
 
-def test_tep_pca_baseline_reproduces_the_reference():
-    te = pytest.importorskip("sparseae.data.tennessee_eastman")
-    try:
-        root = te.locate()
-    except Exception:
-        pytest.skip("bibmon (Tennessee Eastman data) not installed")
+def test_tep_pca_baseline_reproduces_the_reference(tep):
+    te, root = tep
     # ANCHORS.md section 7: 15 components, autoscaled, theoretical 99% limits: FAR 1.9% T2, 11% SPE
     mon = Monitor(PCAModel(15), limit_method="theory").fit(te.load_normal(root))
     alarms = mon.alarms(te.load_test(root, 0))
@@ -128,12 +131,7 @@ def test_tep_pca_baseline_reproduces_the_reference():
 @pytest.mark.skipif(not os.environ.get("SPARSEAE_SLOW_TESTS"),
                     reason="trains on the Tennessee Eastman data (about a minute on 2 busy cores); "
                            "set SPARSEAE_SLOW_TESTS=1")
-def test_tep_acceptance(tmp_path):
-    te = pytest.importorskip("sparseae.data.tennessee_eastman")
-    try:
-        te.locate()
-    except Exception:
-        pytest.skip("bibmon (Tennessee Eastman data) not installed")
+def test_tep_acceptance(tmp_path, tep):
     # the documented command (docs/monitoring.md), defaults
     assert main(["monitor", "--json", str(tmp_path / "tep.json")]) == 0
     res = json.loads((tmp_path / "tep.json").read_text())

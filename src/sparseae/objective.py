@@ -8,15 +8,7 @@ import torch
 from .config import SparsityConfig
 from .model import AutoencoderOutput, SparseAutoencoder
 from .penalties import RunningMean, kl_penalty, l1_penalty, mean_activation, weight_decay
-from .topk import auxk_loss
-
-
-def at_least_float32(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _this_process(t: torch.Tensor) -> torch.Tensor:
-    return t
+from .topk import auxk_loss, one_process_sum
 
 
 class LossParts(NamedTuple):
@@ -39,13 +31,13 @@ class Objective:
         self.sparsity = sparsity
         self.recon = recon
         self.mean_activation = mean_activation  # data-parallel training puts the global batch's mean here
-        self.total = _this_process  # a sum over processes (differentiable) in data-parallel training
+        self.total = one_process_sum  # a sum over processes (differentiable) in data-parallel training
         self.running = {i: RunningMean(sparsity.rho_momentum) for i in sparsity.layers} \
             if sparsity.rho_hat == "running" else {}
 
     def penalty(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
         s = self.sparsity
-        total = hidden[-1].new_zeros((), dtype=at_least_float32(hidden[-1].dtype))
+        total = hidden[-1].new_zeros((), dtype=torch.promote_types(hidden[-1].dtype, torch.float32))
         if s.penalty in ("none", "topk") or s.beta == 0:  # topk: sparse by construction, no term
             return total
         for i in s.layers:

@@ -62,9 +62,14 @@ def remove_parallel_grad_(w: torch.Tensor, dim: int) -> None:
     w.grad.sub_((w.grad * unit).sum(dim=dim, keepdim=True) * unit)
 
 
+def one_process_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum over processes of a run with one process (data-parallel runs use distributed.all_reduce_sum)."""
+    return t
+
+
 def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor,
               decoder_weight: torch.Tensor, k_aux: int,
-              total: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+              total: Callable[[torch.Tensor], torch.Tensor] = one_process_sum) -> torch.Tensor:
     """AuxK: the top `k_aux` dead units of each example reconstruct the residual x - x_hat.
 
     Normalised like an FVU, sum ||e - e_hat||^2 / sum ||e - mean(e)||^2, so the
