@@ -44,7 +44,7 @@ def cpu_gpu_agreement(devices=("cpu", "cuda"), n_rows: int = 12000) -> None:
     from sparseae.data import load_dataset
     from sparseae.model import SparseAutoencoder
     from sparseae.objective import Objective
-    from sparseae.trainer import fit
+    from sparseae.training import fit
 
     data = load_dataset("fashion-mnist")
     config = RunConfig.from_dict(PRESETS["tutorial"])

@@ -25,7 +25,7 @@ from sparseae.config import PRESETS, RunConfig, TrainConfig
 from sparseae.data import load_dataset
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.trainer import fit
+from sparseae.training import fit
 
 PEER = os.environ.get("SPARSEAE_PEERS", "/work/shared/peers") + "/tutorial_kl.py"
 PEER_DATA = os.environ.get("SPARSEAE_DATA", "/usr/share/datasets/fashion-mnist")  # the peer's --data

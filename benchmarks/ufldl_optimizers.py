@@ -21,7 +21,7 @@ import torch
 from sparseae import Objective, RunConfig, train
 from sparseae.config import PRESETS
 from sparseae.data import load_dataset
-from sparseae.fullbatch import FlatObjective
+from sparseae.training.fullbatch import FlatObjective
 
 
 def full_cost(model, config: RunConfig, x: torch.Tensor) -> float:

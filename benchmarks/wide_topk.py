@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from sparseae import accel
+from sparseae.training import accel
 from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.trainer import fit
+from sparseae.training import fit
 
 H200_REFERENCE = {"sparsify": 0.46e6, "dense PyTorch": 0.47e6}
 TARGET = {"H200": 0.7e6, "H100": 0.5e6}

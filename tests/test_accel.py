@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparseae import SparseAEError, accel
-from sparseae.accel import check_options
+from sparseae import SparseAEError
+from sparseae.training import accel
+from sparseae.training.accel import check_options
 from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.trainer import fit
+from sparseae.training import fit
 
 
 def _train(**options):

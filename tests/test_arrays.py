@@ -9,10 +9,10 @@ from safetensors.numpy import save_file
 
 from sparseae.cli import main
 from sparseae.data.arrays import ArrayData, StreamBatches, open_array, scan
-from sparseae.metrics import evaluate
+from sparseae.analysis.metrics import evaluate
 from sparseae.model import SparseAutoencoder
 from sparseae.config import ModelConfig
-from sparseae.rundir import load_run
+from sparseae.run import load_run
 
 TRAIN = ["--hidden", "8", "--activation", "sigmoid", "--output-activation", "linear", "--epochs", "2",
          "--batch-size", "32", "--quiet"]

@@ -5,7 +5,7 @@ import pytest
 
 from sparseae import SparseAEError
 from sparseae.cli import main
-from sparseae.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, load_graph, nmi,
+from sparseae.apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, load_graph, nmi,
                               normalized_similarity, similarity_from_features, spectral_labels, with_self_loops)
 
 
@@ -99,7 +99,7 @@ def test_cluster_cli_bad_input(tmp_path, capsys):
 
 def test_karate_club_graph():
     pytest.importorskip("networkx")
-    from sparseae.cluster import karate
+    from sparseae.apps.cluster import karate
 
     g = karate()
     assert g.similarity.shape == (34, 34) and g.similarity.sum() == 2 * 78

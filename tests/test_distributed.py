@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from sparseae.cli import main
-from sparseae.rundir import RunDir
+from sparseae.run import RunDir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_cases import CASES, args  # noqa: E402
@@ -59,7 +59,7 @@ def test_global_mean_gradient_in_one_process(tmp_path):
     """The all-reduce autograd function in a one-process group: value and gradient of a plain mean."""
     import torch.distributed as dist
 
-    from sparseae.distributed import DataParallel
+    from sparseae.training.distributed import DataParallel
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0, world_size=1)
     try:

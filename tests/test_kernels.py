@@ -4,7 +4,7 @@ import torch
 
 from sparseae import SparseAEError
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig
-from sparseae.kernels import sparse_decode, topk_encode
+from sparseae.model.kernels import sparse_decode, topk_encode
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
 

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from sparseae.cli import main
-from sparseae.monitor import (Monitor, PCAModel, kde_limit, rates, spe_theory_limit, t2_theory_limit)
+from sparseae.apps.monitor import (Monitor, PCAModel, kde_limit, rates, spe_theory_limit, t2_theory_limit)
 
 
 def test_rates_before_and_after_onset():

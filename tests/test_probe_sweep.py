@@ -7,11 +7,11 @@ import torch
 from sparseae.cli import main
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.data import Dataset
-from sparseae.data.datasets import select_classes
+from sparseae.data.dataset import select_classes
 from sparseae.errors import SparseAEError
-from sparseae.probe import RAW, probe_features, probe_runs, results_table, write_results_csv
-from sparseae.sweep import check_grid, family_config, run_sweep
-from sparseae.trainer import train
+from sparseae.analysis.probe import RAW, probe_features, probe_runs, results_table, write_results_csv
+from sparseae.analysis.sweep import check_grid, family_config, run_sweep
+from sparseae.training import train
 
 
 def _labelled(n=500, d=20, classes=4, seed=0):
@@ -114,7 +114,7 @@ def test_check_grid_library_error():
 
 
 def test_probe_l2_auto_is_chosen_without_the_test_split():
-    from sparseae.probe import L2_GRID
+    from sparseae.analysis.probe import L2_GRID
     g = torch.Generator().manual_seed(3)
     x = torch.randn(600, 30, generator=g)
     w = torch.randn(30, 3, generator=g)

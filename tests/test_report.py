@@ -10,8 +10,8 @@ import torch
 
 from sparseae import Dataset, ModelConfig, RunConfig, SparsityConfig, TrainConfig, train
 from sparseae.cli import main
-from sparseae.rundir import RunDir
-from sparseae.report import render_report
+from sparseae.run import RunDir
+from sparseae.run.report import render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sparseae.checkpoint import Checkpointer
+from sparseae.training.checkpoint import Checkpointer
 from sparseae.cli import main
-from sparseae.rundir import RunDir
+from sparseae.run import RunDir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same float sums
 # Running rho_hat and a TopK-free KL model: the optimizer, RNG and running estimates must all come back.
@@ -26,12 +26,12 @@ ARGS = ["--dataset", "array", "--hidden", "12", "--activation", "sigmoid", "--ou
 # tensor file (a torn write) or right after its k-th training step, between checkpoints.
 KILLER = r"""
 import os, signal, sys
-import sparseae.checkpoint as ck
+import sparseae.training.checkpoint as ck
 import sparseae.data.batches as bt
 mode, n = sys.argv[1], int(sys.argv[2])
 calls = [0]
 if mode == "write":
-    real = ck._write_bytes
+    real = ck.write_bytes_synced
     def torn(path, data):
         calls[0] += 1
         if calls[0] == n:
@@ -39,7 +39,7 @@ if mode == "write":
                 f.write(data[: len(data) // 2]); f.flush(); os.fsync(f.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
         real(path, data)
-    ck._write_bytes = torn
+    ck.write_bytes_synced = torn
 else:
     real_epoch = bt.TensorBatches.epoch
     def epoch(self, g, start_step=0):

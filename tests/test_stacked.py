@@ -8,9 +8,9 @@ from sparseae.cli import main
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.data import Dataset
 from sparseae.errors import SparseAEError
-from sparseae.probe import encode_features, probe_features
-from sparseae.rundir import load_run
-from sparseae.stacked import layer_config, train_stacked
+from sparseae.analysis.probe import encode_features, probe_features
+from sparseae.run import load_run
+from sparseae.apps.stacked import layer_config, train_stacked
 
 
 def _labelled(n=600, d=30, classes=3, seed=0):

@@ -6,12 +6,12 @@ from sparseae.cli import main
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.data import Dataset
 from sparseae.errors import SparseAEError
-from sparseae.metrics import evaluate, unit_firing_frequency
+from sparseae.analysis.metrics import evaluate, unit_firing_frequency
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.topk import (auxk_loss, batchtopk_activation, remove_parallel_grad_, threshold_activation,
-                           topk_activation)
-from sparseae.trainer import fit, train
+from sparseae.model.codes import batchtopk_activation, remove_parallel_grad_, threshold_activation, topk_activation
+from sparseae.objective.auxk import auxk_loss
+from sparseae.training import fit, train
 
 
 def _data(n=256, d=24, seed=0):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from sparseae import (Dataset, ModelConfig, RunConfig, SparseAutoencoder, SparsityConfig, TrainConfig,
                       load_run, train)
 from sparseae.cli import main
-from sparseae.rundir import atomic_write_text
+from sparseae.run import atomic_write_text
 from tests.conftest import FMNIST, needs_fmnist
 
 
@@ -106,7 +106,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     class Boom(Exception):
         pass
 
-    from sparseae.rundir import atomic_write
+    from sparseae.run import atomic_write
 
     def failing(tmp):
         with open(tmp, "w") as f:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sparseae import ModelConfig, Objective, SparseAutoencoder, SparsityConfig
-from sparseae.penalties import kl_divergence, kl_penalty
+from sparseae.objective.penalties import kl_divergence, kl_penalty
 
 
 def deep_model():

@@ -12,9 +12,9 @@ from sparseae.cli import main
 from sparseae.config import PRESETS
 from sparseae.data import load_dataset
 from sparseae.data.patches import downsample_image, normalize_patches, sample_patches
-from sparseae.fullbatch import FlatObjective
-from sparseae.gradcheck import numerical_gradient, relative_gradient_error
-from sparseae.pictures import feature_tiles
+from sparseae.training.fullbatch import FlatObjective
+from sparseae.analysis.gradcheck import numerical_gradient, relative_gradient_error
+from sparseae.run.pictures import feature_tiles
 
 
 def _ufldl_config(**train) -> RunConfig:
@@ -177,7 +177,7 @@ def test_numerical_gradient_of_a_quadratic():
 def test_gradcheck_ufldl_objective():
     torch.manual_seed(0)
     model = SparseAutoencoder(ModelConfig(input_dim=64, hidden=[25]))
-    model.reset_parameters_ng()
+    model.initialize("ng")
     x = 0.1 + 0.8 * torch.rand(10, 64, dtype=torch.float64)
     objective = Objective(SparsityConfig(penalty="kl", rho=0.01, beta=3.0, weight_decay=1e-4), "half_sse")
     assert relative_gradient_error(model, objective, x) < 1e-9

@@ -101,7 +101,7 @@ class ModelConfig:
             raise SparseAEError(f"dead_window must be positive, got {self.dead_window}")
         _check_choice("topk_kernel", self.topk_kernel, ("dense", "sparse"))
         if self.topk_kernel == "sparse":
-            from .kernels import check_sparse_kernel
+            from .model.kernels import check_sparse_kernel
             check_sparse_kernel(self)
 
 
@@ -241,7 +241,7 @@ class TrainConfig:
         """Keyword options for the data set's loader."""
         if self.dataset == "array":
             return {"path": self.data, "key": self.data_key, "val_fraction": self.val_fraction,
-                    "limit_train": self.limit_train}
+                    "limit_train": self.limit_train, "stream": self.stream}
         if self.dataset != "patches":
             return {}
         return {"patch_size": self.patch_size, "num_patches": self.num_patches,

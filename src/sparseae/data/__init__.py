@@ -1,5 +1,7 @@
-"""Data sets: loaded into memory as float tensors, one registry by name."""
-from .datasets import DATASETS, Dataset, load_dataset
+"""Data sets: FashionMNIST, natural-image patches, your own arrays (in memory or streamed),
+Tennessee Eastman; one `DataSource` protocol (dataset.py), one registry by name (datasets.py)."""
+from .dataset import DataSource, Dataset
+from .datasets import DATASETS, load_dataset
 from .idx import read_idx
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx"]
+__all__ = ["DATASETS", "DataSource", "Dataset", "load_dataset", "read_idx"]

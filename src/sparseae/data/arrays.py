@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import SparseAEError
-from .datasets import Dataset
+from .dataset import Dataset
 
 FORMATS = (".npy", ".npz", ".safetensors", ".parquet", ".csv")
 BLOCK_BYTES = 1 << 20  # rows read per random access: about 1 MiB
@@ -394,9 +394,13 @@ def scan(array: ArrayFile, start: int, stop: int, covariance: bool = False,
 
 
 class ArrayData:
-    """Training rows (the first 1 - val_fraction) and validation rows (the rest) of an array file."""
+    """Training rows (the first 1 - val_fraction) and validation rows (the rest) of an array file;
+    streamed, a `DataSource` (data/dataset.py)."""
 
     image_shape = None
+    train_labels = None
+    test_labels = None
+    in_memory = False
     stats: RowStatistics | None = None
     """Statistics of the training rows, once `prepare` has scanned them."""
 
@@ -449,11 +453,16 @@ class ArrayData:
             self.stats = self.scan_train(covariance)
         return self
 
-    def train_batches(self, batch_size: int, device: torch.device, chunk_bytes: int = 128 << 20
-                      ) -> "StreamBatches":
-        return StreamBatches(self.array, self.n_train, batch_size, device, chunk_bytes)
+    @property
+    def statistics(self) -> RowStatistics | None:
+        return self.stats
 
-    def val_chunks(self, device: torch.device, chunk_bytes: int = 64 << 20) -> "RowChunks":
+    def training(self, device: torch.device, batch_size: int, limit: int | None = None,
+                 chunk_bytes: int = 128 << 20) -> "StreamBatches":
+        n = self.n_train if limit is None else min(limit, self.n_train)
+        return StreamBatches(self.array, n, batch_size, device, chunk_bytes)
+
+    def validation(self, device: torch.device, chunk_bytes: int = 64 << 20) -> "RowChunks":
         return RowChunks(self.array, *self.val_range, device, chunk_bytes)
 
 

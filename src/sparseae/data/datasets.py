@@ -1,7 +1,6 @@
-"""The data set registry: name -> loader returning a `Dataset` in memory."""
+"""The data set registry: name -> loader returning a `DataSource` (data/dataset.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -9,22 +8,8 @@ import torch
 
 from ..errors import SparseAEError
 from . import fashion_mnist, patches
-
-
-@dataclass
-class Dataset:
-    """A data set held in memory as float32 tensors (examples x features)."""
-
-    train: torch.Tensor
-    test: torch.Tensor
-    train_labels: torch.Tensor | None = None
-    test_labels: torch.Tensor | None = None
-    image_shape: tuple[int, ...] | None = None
-    """Shape of one example as an image (H, W) or (H, W, C); None if not images."""
-
-    @property
-    def input_dim(self) -> int:
-        return self.train.shape[1]
+from .arrays import ArrayData
+from .dataset import DataSource, Dataset
 
 
 def _fashion_mnist(data_dir: str | None = None, **_: object) -> Dataset:
@@ -66,36 +51,24 @@ def _patches(data_dir: str | None = None, patch_size: int = 8, num_patches: int 
 
 
 def _array(data_dir: str | None = None, path: str | None = None, key: str | None = None,
-           val_fraction: float = 0.1, limit_train: int | None = None, **_: object):
-    """Your own array file (arrays.py); returns an `ArrayData`, loaded or streamed by the trainer."""
-    from .arrays import ArrayData
-
+           val_fraction: float = 0.1, limit_train: int | None = None, stream: str = "auto",
+           check: bool = True, covariance: bool = False, **_: object) -> DataSource:
+    """Your own array file (arrays.py): in memory when it fits (a `Dataset`), else streamed.
+    `check`: every value is checked to be finite first; `covariance`: a streamed file's scan also
+    computes the covariance (for a ZCA transform)."""
     if not path:
         raise SparseAEError("dataset 'array' needs a file: --data PATH")
-    return ArrayData(path, key, val_fraction, limit_train)
+    return ArrayData(path, key, val_fraction, limit_train).prepare(stream, check, covariance)
 
 
-DATASETS: dict[str, Callable[..., Dataset]] = {
+DATASETS: dict[str, Callable[..., DataSource]] = {
     "array": _array,
     "fashion-mnist": _fashion_mnist,
     "patches": _patches,
 }
 
 
-def load_dataset(name: str, data_dir: str | None = None, **options: object) -> Dataset:
+def load_dataset(name: str, data_dir: str | None = None, **options: object) -> DataSource:
     if name not in DATASETS:
         raise SparseAEError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](data_dir=data_dir, **options)
-
-
-def select_classes(data: Dataset, classes: list[int]) -> Dataset:
-    """The examples (train and test) whose label is in `classes`."""
-    if data.train_labels is None or data.test_labels is None:
-        raise SparseAEError("selecting classes needs a labelled data set")
-    wanted = torch.tensor(sorted(set(classes)))
-    keep_tr = torch.isin(data.train_labels, wanted)
-    keep_te = torch.isin(data.test_labels, wanted)
-    if not keep_tr.any():
-        raise SparseAEError(f"no training examples with labels {sorted(set(classes))}")
-    return Dataset(data.train[keep_tr], data.test[keep_te], data.train_labels[keep_tr],
-                   data.test_labels[keep_te], data.image_shape)

@@ -1,0 +1,63 @@
+"""Evaluation metrics on a data split; no penalty, no gradients."""
+from __future__ import annotations
+
+import torch
+
+from ..model import SparseAutoencoder
+
+
+@torch.no_grad()
+def evaluate(model: SparseAutoencoder, x: torch.Tensor, dead_threshold: float = 1e-3,
+             chunk: int = 8192, active_threshold: float | None = None) -> dict[str, float]:
+    """Reconstruction and sparsity of the code layer over all rows of `x`.
+
+    mse: mean squared error per feature; fvu: fraction of variance unexplained,
+    sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; mean_activation: mean code value
+    over examples and units; dead_fraction: share of code units whose mean
+    activation is below `dead_threshold`; l0: mean number of firing code values
+    per example, firing meaning |h| > `active_threshold` (default: the model's,
+    1e-2 for sigmoid codes, which are never exactly 0, else 0).
+    """
+    thr = model.active_threshold if active_threshold is None else active_threshold
+    was_training = model.training
+    model.eval()
+    # `x` may also be an iterable of row chunks (a file streamed chunk by chunk): one pass over them.
+    chunks = (x[i:i + chunk] for i in range(0, x.shape[0], chunk)) if torch.is_tensor(x) else x
+    n, sq_err, l0, unit_sum, mean, m2 = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for xb in chunks:
+        out = model(xb)
+        code = out.hidden[-1]
+        sq_err += (out.recon.float() - out.target.float()).pow(2).sum().double()
+        l0 += (code.abs() > thr).sum().double()
+        unit_sum += code.float().sum(0).double()
+        # variance in the space the model reconstructs; chunks merged as in Chan et al.
+        t = out.target.double()
+        m, cm = t.shape[0], t.mean(0)
+        delta = cm - mean
+        m2 = m2 + (t - cm).pow(2).sum(0) + delta.pow(2) * (n * m / (n + m))
+        mean = mean + delta * (m / (n + m))
+        n += m
+    model.train(was_training)
+    total_var = m2.sum()
+    unit_mean = unit_sum / n
+    return {
+        "mse": (sq_err / (n * model.config.input_dim)).item(),
+        "fvu": (sq_err / total_var.clamp_min(1e-30)).item(),
+        "mean_activation": unit_mean.mean().item(),
+        "dead_fraction": (unit_mean.abs() < dead_threshold).double().mean().item(),
+        "l0": (l0 / n).item(),
+    }
+
+
+@torch.no_grad()
+def unit_firing_frequency(model: SparseAutoencoder, x: torch.Tensor, active_threshold: float | None = None,
+                          chunk: int = 8192) -> torch.Tensor:
+    """Share of the rows of `x` on which each code unit fires (|h| > threshold): the feature density."""
+    thr = model.active_threshold if active_threshold is None else active_threshold
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(model.config.hidden[-1], dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        counts += (model.encode_all(x[i:i + chunk])[-1].abs() > thr).sum(0).double()
+    model.train(was_training)
+    return (counts / max(x.shape[0], 1)).cpu()

@@ -1,0 +1,184 @@
+"""Linear probes: how linearly separable are the learned features?
+
+A probe is multinomial logistic regression (softmax) on standardised features,
+fitted by full-batch L-BFGS in PyTorch with a small L2 penalty; on 60k x 2000
+features this is a minute on two CPU cores, where scikit-learn's solver is
+several times slower. The same `train_softmax` fine-tunes a stacked encoder
+under a softmax (UFLDL's supervised fine-tuning), so there is one classifier
+fitting routine.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..data import Dataset, load_dataset
+from ..data.dataset import select_classes
+from ..errors import SparseAEError
+from .metrics import evaluate
+from ..model import SparseAutoencoder
+from ..run.files import atomic_write_text
+from ..run.rundir import RunDir, load_run
+
+RAW = "raw pixels"
+
+
+@torch.no_grad()
+def encode_features(model: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """The model's code for every row of `x` (eval mode: BatchTopK threshold, TopK keeps alpha*k)."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model.encode(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    model.train(was_training)
+    return out
+
+
+class Standardizer(nn.Module):
+    """(x - mean) / std with statistics of the training features; constant features stay 0."""
+
+    def __init__(self, x: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", x.mean(0))
+        std = x.std(0)
+        self.register_buffer("std", torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def train_softmax(features: Callable[[torch.Tensor], torch.Tensor], head: nn.Linear, x: torch.Tensor,
+                  y: torch.Tensor, params: Iterable[torch.Tensor], max_iter: int = 300,
+                  l2: float = 1e-4) -> float:
+    """Minimise mean cross-entropy of head(features(x)) + l2/2 ||head.weight||^2 by L-BFGS over `params`.
+
+    Returns the final loss. `features` may be a trainable encoder (fine-tuning)
+    or an identity on precomputed features (a probe).
+    """
+    params = list(params)
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(head(features(x)), y) + 0.5 * l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    return float(loss.detach())
+
+
+@dataclass
+class ProbeResult:
+    name: str
+    features: int
+    l0: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    l2: float = float("nan")
+    """The L2 weight used (chosen on held-out training rows when asked to)."""
+
+
+L2_GRID = (1e-4, 1e-3, 1e-2)
+HOLDOUT = 6  # l2 selection holds out 1/HOLDOUT of the training rows; the test split is never looked at
+
+
+def probe_features(name: str, train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor,
+                   test_y: torch.Tensor, max_iter: int = 300, l2: float | None = 1e-4,
+                   l0: float = float("nan"), seed: int = 0) -> ProbeResult:
+    """Fit a standardised softmax probe on train features; accuracy on both splits.
+
+    `l2=None` picks the L2 weight from L2_GRID by accuracy on the last 1/HOLDOUT of the
+    training rows (fitted on the rest), then refits on all training rows with it.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    if l2 is None:
+        n_fit = train_f.shape[0] - train_f.shape[0] // HOLDOUT
+        scores = [probe_features(name, train_f[:n_fit], train_y[:n_fit], train_f[n_fit:], train_y[n_fit:],
+                                 max_iter, c, l0, seed).test_accuracy for c in L2_GRID]
+        l2 = L2_GRID[max(range(len(L2_GRID)), key=scores.__getitem__)]
+    torch.manual_seed(seed)
+    classes, train_t = torch.unique(train_y, return_inverse=True)
+    test_t = torch.searchsorted(classes, test_y)
+    std = Standardizer(train_f)
+    head = nn.Linear(train_f.shape[1], len(classes))
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    xs, xt = std(train_f), std(test_f)
+    train_softmax(lambda v: v, head, xs, train_t, head.parameters(), max_iter, l2)
+    with torch.no_grad():
+        tr = (head(xs).argmax(1) == train_t).float().mean().item()
+        known = torch.isin(test_y, classes)
+        te = (head(xt).argmax(1) == test_t)[known].float().mean().item()
+    return ProbeResult(name, train_f.shape[1], l0, tr, te, time.perf_counter() - t0, l2)
+
+
+def _split(data: Dataset, classes: list[int] | None) -> Dataset:
+    if data.train_labels is None or data.test_labels is None:
+        raise SparseAEError("a probe needs a labelled data set")
+    return select_classes(data, classes) if classes else data
+
+
+def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None = None,
+               limit_train: int | None = None, max_iter: int = 300, l2: float | None = 1e-4,
+               data_dir: str | None = None, dataset: Dataset | None = None,
+               device: str = "cpu") -> list[ProbeResult]:
+    """Probe each run's features (and raw pixels) on the labelled train/test split of its data set.
+
+    `classes` restricts the probe to those labels (self-taught learning: the
+    autoencoder saw other classes, the classifier sees these).
+    """
+    if not run_dirs and not raw:
+        raise SparseAEError("nothing to probe: give run folders or keep the raw-pixel baseline")
+    for path in run_dirs:
+        if not RunDir(path).file("config.json").is_file():
+            raise SparseAEError(f"{path} is not a run folder (no config.json)")
+    if dataset is None:
+        tc = RunDir(run_dirs[0]).read_config().train if run_dirs else TrainConfig()
+        dataset = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
+    data = _split(dataset, classes)
+    train_x, train_y = data.train[:limit_train].to(device), data.train_labels[:limit_train].to(device)
+    test_x, test_y = data.test.to(device), data.test_labels.to(device)
+    results = []
+    if raw:
+        results.append(probe_features(RAW, train_x, train_y, test_x, test_y, max_iter, l2,
+                                      l0=(test_x != 0).float().sum(1).mean().item()))
+    for path in run_dirs:
+        model = load_run(path, device)
+        if model.config.input_dim != train_x.shape[1]:
+            raise SparseAEError(f"{path}: model expects {model.config.input_dim} inputs, data has {train_x.shape[1]}")
+        l0 = evaluate(model, test_x)["l0"]
+        results.append(probe_features(str(path), encode_features(model, train_x), train_y,
+                                      encode_features(model, test_x), test_y, max_iter, l2, l0=l0))
+    return results
+
+
+def results_table(results: list[ProbeResult]) -> str:
+    """Markdown table of probe results."""
+    lines = ["| features | dim | L0 (test) | probe L2 | train acc | test acc | probe s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.features} | {r.l0:.1f} | {r.l2:g} | {100 * r.train_accuracy:.2f}% | "
+                     f"{100 * r.test_accuracy:.2f}% | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def write_results_csv(results: list[ProbeResult], path: str | os.PathLike) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["features", "dim", "l0", "l2", "train_accuracy", "test_accuracy", "seconds"])
+    for r in results:
+        w.writerow([r.name, r.features, r.l0, r.l2, r.train_accuracy, r.test_accuracy, r.seconds])
+    atomic_write_text(Path(path), buf.getvalue())

@@ -1,0 +1,100 @@
+"""What every data set offers the rest of the package, whether held in memory or streamed.
+
+`DataSource` is the protocol: training rows (a tensor on the device, or batches
+streamed from a file), validation rows (a tensor, or chunks of a file), labels
+when there are any, the image shape when the rows are images, and per-feature
+statistics of a streamed file (an in-memory set is fitted directly). `Dataset`
+is the in-memory implementation; `arrays.ArrayData` the streamed one. A leaf
+module: the loaders, the trainer and the analyses all name it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import SparseAEError
+from .batches import BatchSource
+
+if TYPE_CHECKING:
+    from .arrays import RowStatistics
+
+
+class DataSource(Protocol):
+    image_shape: tuple[int, ...] | None
+    train_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+
+    @property
+    def input_dim(self) -> int: ...
+
+    @property
+    def in_memory(self) -> bool:
+        """True when `train` and `test` are tensors in memory; False for a streamed file."""
+
+    @property
+    def statistics(self) -> "RowStatistics | None":
+        """Per-feature statistics of the training rows of a streamed file (None in memory)."""
+
+    def training(self, device: torch.device, batch_size: int, limit: int | None = None
+                 ) -> torch.Tensor | BatchSource:
+        """The training rows (the first `limit`) on `device`, or a source of streamed batches."""
+
+    def validation(self, device: torch.device) -> torch.Tensor | Iterable[torch.Tensor]:
+        """The validation rows: a tensor, or an iterable of row chunks with len() and head(n)."""
+
+
+@dataclass
+class Dataset:
+    """A data set held in memory as float32 tensors (examples x features)."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    image_shape: tuple[int, ...] | None = None
+    """Shape of one example as an image (H, W) or (H, W, C); None if not images."""
+
+    @property
+    def input_dim(self) -> int:
+        return self.train.shape[1]
+
+    in_memory = True
+    statistics = None
+
+    def training(self, device: torch.device, batch_size: int, limit: int | None = None) -> torch.Tensor:
+        return self.train[:limit].to(device)
+
+    def validation(self, device: torch.device) -> torch.Tensor:
+        return self.test.to(device)
+
+
+def require_labels(data: DataSource, what: str) -> None:
+    """Refuse, in one line, work that needs labels on a data set without them."""
+    if data.train_labels is None or data.test_labels is None:
+        raise SparseAEError(f"{what} needs a labelled data set (e.g. fashion-mnist); this one has no labels")
+
+
+def require_in_memory(data: DataSource, what: str) -> Dataset:
+    if not data.in_memory:
+        raise SparseAEError(f"{what} needs the data in memory; the array file is streamed "
+                            "(use --stream no if it fits)")
+    return data  # type: ignore[return-value]
+
+
+def select_classes(data: DataSource, classes: list[int]) -> Dataset:
+    """The examples (train and test) whose label is in `classes`."""
+    require_labels(data, "selecting classes")
+    wanted = torch.tensor(sorted(set(classes)))
+    keep_tr = torch.isin(data.train_labels, wanted)
+    keep_te = torch.isin(data.test_labels, wanted)
+    if not keep_tr.any():
+        raise SparseAEError(f"no training examples with labels {sorted(set(classes))}")
+    return Dataset(data.train[keep_tr], data.test[keep_te], data.train_labels[keep_tr],
+                   data.test_labels[keep_te], data.image_shape)
+
+
+def as_float_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -1,0 +1,217 @@
+"""The sparse autoencoder: an encoder stack, a decoder stack, nothing else.
+
+`forward` returns the reconstruction *and* the hidden activations the sparsity
+penalty needs, so the penalty is computed on the very values the model uses
+(one forward pass; the seed tutorial ran a second, different pass).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import BOUNDED_ACTIVATIONS, ModelConfig
+from .codes import normalize_columns_, remove_parallel_grad_, threshold_activation, topk_activation
+from .collectives import ONE_PROCESS, Collectives
+from .init import initialize
+from .kernels import sparse_topk_forward
+from .output import AutoencoderOutput
+from .transforms import InputTransform
+
+_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "linear": lambda z: z,
+    "leaky_relu": F.leaky_relu,
+    "softplus": F.softplus,
+}
+
+
+class SparseAutoencoder(nn.Module):
+    """Encoder `input_dim -> hidden[0] -> ... -> hidden[-1]`, decoder back to `input_dim`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon)
+        enc_sizes = [config.input_dim, *config.hidden]
+        dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.input_dim]
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc_sizes, enc_sizes[1:]))
+        if config.tied:
+            # Tied: decoder layer i uses encoder layer (n-1-i)'s weight transposed; own biases.
+            self.decoder = nn.ModuleList()
+            self.decoder_bias = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in dec_sizes[1:])
+        else:
+            self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dec_sizes, dec_sizes[1:]))
+        self._enc_acts = [_ACTIVATIONS[a] for a in config.layer_activations()]
+        self._dec_acts = [_ACTIVATIONS[config.activation]] * (len(dec_sizes) - 2) + [
+            _ACTIVATIONS[config.output_activation]]
+        self._init_code_layer()
+
+    # --- code layer: TopK / BatchTopK, unit-norm decoder columns, firing statistics ---
+
+    def _init_code_layer(self) -> None:
+        c = self.config
+        # Training examples since each code unit last fired (not saved: a statistic of this session).
+        self.register_buffer("examples_since_fired", torch.zeros(c.hidden[-1]), persistent=False)
+        if c.topk == "batchtopk":
+            # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
+            self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
+        if c.unit_norm_decoder:
+            w, dim = self.code_decoder_param()
+            normalize_columns_(w, dim)
+            if not c.tied and len(c.hidden) == 1:
+                with torch.no_grad():  # encoder starts as the decoder's transpose (modern SAE recipe)
+                    self.encoder[0].weight.copy_(self.decoder[0].weight.t())
+
+    @property
+    def active_threshold(self) -> float:
+        """|h| above this counts as firing: 1e-2 for sigmoid codes (never exactly 0), else 0."""
+        t = self.config.active_threshold
+        if t is not None:
+            return t
+        return 1e-2 if self.config.layer_activations()[-1] in BOUNDED_ACTIVATIONS else 0.0
+
+    def code_decoder_param(self) -> tuple[nn.Parameter, int]:
+        """The weight that maps the code out, and the dim along which one unit's column runs."""
+        if self.config.tied:
+            return self.encoder[-1].weight, 1  # code x in, used transposed
+        return self.decoder[0].weight, 0  # out x code
+
+    def output_bias(self) -> torch.Tensor:
+        """b_dec: the bias of the last decoder layer."""
+        return self.decoder_bias[-1] if self.config.tied else self.decoder[-1].bias
+
+    def before_step(self) -> None:
+        """Called between backward() and optimizer.step()."""
+        if self.config.unit_norm_decoder:
+            remove_parallel_grad_(*self.code_decoder_param())
+
+    def after_step(self) -> None:
+        """Called after optimizer.step()."""
+        if self.config.unit_norm_decoder:
+            normalize_columns_(*self.code_decoder_param())
+
+    def dead_mask(self) -> torch.Tensor:
+        """Code units that have not fired for `dead_window` training examples."""
+        return self.examples_since_fired >= self.config.dead_window
+
+    def firing_stats(self) -> dict[str, float]:
+        return {"dead_window_fraction": self.dead_mask().float().mean().item()}
+
+    @torch.no_grad()
+    def count_firing(self, fired: torch.Tensor, rows: int, collectives: Collectives = ONE_PROCESS) -> None:
+        """Update the counters behind dead_mask: `fired` (per unit) says which units fired in `rows` rows."""
+        fired, rows = collectives.firing(fired, rows)
+        self.examples_since_fired.add_(rows).masked_fill_(fired, 0)
+
+    @torch.no_grad()
+    def observe(self, out: AutoencoderOutput, collectives: Collectives = ONE_PROCESS) -> None:
+        """The one place where a training forward pass changes the model's state (no gradient):
+
+        - the firing counters behind `dead_mask` (AuxK's dead units) count this batch;
+        - a BatchTopK model's inference threshold moves towards the batch's smallest kept
+          activation (an EMA with weight 0.01; the first batch sets it).
+        Neither is a parameter: both are statistics of training, so evaluation leaves them alone.
+        """
+        code = out.hidden[-1]
+        fired = out.fired if out.fired is not None else (code.detach().abs() > self.active_threshold).any(dim=0)
+        self.count_firing(fired, code.shape[0], collectives)
+        if out.kept_min is not None:
+            t = self.batchtopk_threshold
+            t.copy_(out.kept_min if t < 0 else 0.99 * t + 0.01 * out.kept_min)
+
+    def _code(self, z: torch.Tensor, act, k: int | None,
+              collectives: Collectives) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The code layer's selection: (code, BatchTopK's smallest kept value in training, else None)."""
+        mode = self.config.topk
+        if mode == "none":
+            return act(z), None
+        if mode == "batchtopk":
+            if self.training:
+                return collectives.batchtopk(z, self.config.k, act)
+            if self.batchtopk_threshold >= 0:
+                return threshold_activation(z, self.batchtopk_threshold, act), None
+        return topk_activation(z, k or self.config.k, act), None
+
+    def decoder_weights(self) -> list[torch.Tensor]:
+        """Decoder weight matrices (out x in), whether tied or not."""
+        if self.config.tied:
+            return [layer.weight.t() for layer in reversed(self.encoder)]
+        return [layer.weight for layer in self.decoder]
+
+    def weights(self) -> list[torch.Tensor]:
+        """Every weight matrix once (the parameters weight decay applies to)."""
+        ws = [layer.weight for layer in self.encoder]
+        return ws if self.config.tied else ws + [layer.weight for layer in self.decoder]
+
+    def _encode(self, h: torch.Tensor, k: int | None, collectives: Collectives
+                ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor | None]:
+        """(activations of every encoder layer, the code's pre-activation, BatchTopK's kept minimum)
+        of transformed input `h`."""
+        hidden = []
+        if self.config.pre_bias:
+            h = h - self.output_bias()
+        last = len(self.encoder) - 1
+        z, kept_min = h, None
+        for i, (layer, act) in enumerate(zip(self.encoder, self._enc_acts)):
+            z = layer(h)
+            h, kept_min = self._code(z, act, k, collectives) if i == last else (act(z), None)
+            hidden.append(h)
+        return tuple(hidden), z, kept_min
+
+    def encode_all(self, x: torch.Tensor, transformed: bool = False,
+                   k: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Activations of every encoder layer for raw input `x` (or already transformed input).
+
+        `k` overrides the number of units a TopK code keeps.
+        """
+        return self._encode(x if transformed else self.input_transform(x), k, ONE_PROCESS)[0]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code (innermost layer's activations) of raw input `x`: the learned features.
+
+        Outside training a TopK code keeps the top encode_alpha * k units.
+        """
+        k = None
+        if self.config.topk == "topk" and not self.training:
+            k = min(self.config.hidden[-1], int(round(self.config.encode_alpha * self.config.k)))
+        return self.encode_all(x, k=k)[-1]
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        h = code
+        if self.config.tied:
+            for w, b, act in zip(self.decoder_weights(), self.decoder_bias, self._dec_acts):
+                h = act(F.linear(h, w, b))
+        else:
+            for layer, act in zip(self.decoder, self._dec_acts):
+                h = act(layer(h))
+        return h
+
+    def forward(self, x: torch.Tensor, collectives: Collectives = ONE_PROCESS) -> AutoencoderOutput:
+        """Reconstruction, hidden activations and target of `x`; in training mode also updates the
+        firing counters and BatchTopK's threshold (`observe`).
+
+        `collectives`: how a data-parallel run's global-batch statistics are formed (model/collectives.py).
+        A model configured with topk_kernel 'sparse' trains through the sparse kernels (same outputs).
+        """
+        if self.training and self.config.topk_kernel == "sparse":
+            out = sparse_topk_forward(self, x)
+        else:
+            target = self.input_transform(x)
+            hidden, preact, kept_min = self._encode(target, None, collectives)
+            top = self.config.topk != "none" and self.training
+            out = AutoencoderOutput(self.decode(hidden[-1]), hidden, target, preact if top else None, kept_min)
+        if self.training:
+            self.observe(out, collectives)
+        return out
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of raw `x`, mapped back through the inverse input transform."""
+        return self.input_transform.inverse_transform(self.decode(self.encode(x)))
+
+    def initialize(self, scheme: str, generator: torch.Generator | None = None) -> None:
+        """Re-initialise the weights: 'default' (PyTorch's, kept), 'ng' or 'he' (model/init.py)."""
+        initialize(self, scheme, generator)

@@ -1,0 +1,23 @@
+"""What a forward pass returns: a leaf module, so the model, the objective and the
+training code can all name the type without importing one another."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class AutoencoderOutput(NamedTuple):
+    recon: torch.Tensor
+    """Reconstruction of the input, same shape."""
+    hidden: tuple[torch.Tensor, ...]
+    """Activations of each encoder layer; the last is the code."""
+    target: torch.Tensor
+    """What `recon` should match: the input after the model's input transform."""
+    code_preact: torch.Tensor | None = None
+    """Pre-selection code of a TopK/BatchTopK training pass (what AuxK picks dead units from)."""
+    kept_min: torch.Tensor | None = None
+    """BatchTopK training pass: the smallest positive activation kept (feeds the inference threshold)."""
+    fired: torch.Tensor | None = None
+    """Per code unit, whether it fired in this batch, when the forward pass knows it cheaply (the sparse
+    kernel); None: read off the code."""

@@ -1,0 +1,35 @@
+"""AuxK (Gao et al., 2024): dead latents of a TopK code learn to reconstruct what the live ones miss."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..model.collectives import ONE_PROCESS
+
+
+def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor,
+              decoder_weight: torch.Tensor, k_aux: int,
+              total: Callable[[torch.Tensor], torch.Tensor] = ONE_PROCESS.total) -> torch.Tensor:
+    """AuxK: the top `k_aux` dead units of each example reconstruct the residual x - x_hat.
+
+    Normalised like an FVU, sum ||e - e_hat||^2 / sum ||e - mean(e)||^2, so the
+    coefficient (1/32 in OpenAI's sparse_autoencoder) does not depend on the
+    data scale. `decoder_weight` is out x code; `dead` a boolean mask over code
+    units; zero if no unit is dead. `total` sums a tensor over the processes of
+    a data-parallel run (differentiably), so the sums are those of the global batch.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return residual.new_zeros(())
+    z = code_preact.to(residual.dtype)  # in the loss's precision (float32 after a bf16 forward pass)
+    z = z.masked_fill(~dead, float("-inf"))
+    vals, idx = z.topk(min(k_aux, n_dead), dim=-1, sorted=False)
+    h = torch.zeros_like(z).scatter(-1, idx, torch.relu(vals))
+    e = residual.detach()
+    e_hat = F.linear(h, decoder_weight)
+    with torch.no_grad():
+        sums = total(torch.cat([e.sum(0), e.new_tensor([e.shape[0]])]))  # column sums and rows
+        spread = total((e - sums[:-1] / sums[-1]).pow(2).sum())
+    return total((e_hat - e).pow(2).sum()) / spread.clamp_min(1e-12)

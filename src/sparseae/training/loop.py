@@ -1,0 +1,149 @@
+"""The minibatch training loop: the data set lives on the device as one tensor and a
+batch is a slice of a shuffled index, so a step is a handful of kernel calls with
+no per-example Python work. The same loop takes batches streamed from a file larger
+than memory (data/batches.py), checkpoints and resumes (checkpoint.py), runs
+data-parallel under torchrun (its `Collectives`, model/collectives.py), and on GPUs
+can record each step as a CUDA graph (accel.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..analysis.metrics import evaluate
+from ..config import TrainConfig
+from ..data.batches import BatchSource, TensorBatches
+from ..errors import SparseAEError
+from ..model import SparseAutoencoder
+from ..model.collectives import ONE_PROCESS, Collectives
+from ..objective import Objective
+from . import accel
+from .checkpoint import Checkpointer, LoopState
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SparseAEError("device 'cuda' requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        # On GPUs the fused kernel: one pass over parameters and moments instead of one per
+        # arithmetic step (for a 65,536 x 768 TopK SAE the optimizer is a large part of a step).
+        # On the CPU the default (foreach), whose results the CPU figures were measured with.
+        return torch.optim.Adam(params, lr=cfg.lr, fused=device.type == "cuda" or None)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | BatchSource,
+        val_x: torch.Tensor | Iterable[torch.Tensor], cfg: TrainConfig,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+        checkpoint: Checkpointer | None = None, resume: bool = False,
+        collectives: Collectives = ONE_PROCESS) -> tuple[list[dict[str, Any]], bool]:
+    """Train `model` in place; returns (per-epoch rows, whether target_val_mse was reached).
+
+    `train_x`: a tensor on the device, or a batch source (data.batches), e.g. a file
+    streamed in chunks; `val_x`: a tensor or an iterable of row chunks.
+    `checkpoint` saves the loop's state every `cfg.checkpoint_every` steps and after
+    each epoch; `resume` continues from the saved state. `collectives`: this process's
+    share of a data-parallel run (training/distributed.py); the identity by default.
+    """
+    batches = TensorBatches(train_x, cfg.batch_size) if torch.is_tensor(train_x) else train_x
+    device = next(model.parameters()).device
+    params = list(model.parameters())
+    optimizer = make_optimizer(params, cfg, device)
+    if cfg.cuda_graph and device.type == "cuda":
+        for group in optimizer.param_groups:
+            group["capturable"] = True  # optimizer state on the device: the step can be recorded
+    forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, device, collectives)
+
+    def step(xb: torch.Tensor, sums: torch.Tensor) -> None:
+        parts = forward_loss(xb)
+        optimizer.zero_grad(set_to_none=True)
+        # data-parallel: weighted by this process's share of the batch, gradients summed
+        (parts.total * collectives.loss_weight(xb.shape[0])).backward()
+        collectives.all_reduce_grads(params)
+        model.before_step()  # e.g. drop gradient parallel to unit-norm decoder columns
+        optimizer.step()
+        model.after_step()  # e.g. renormalise decoder columns
+        sums += torch.stack([p.detach() for p in parts]).double() * xb.shape[0]
+
+    run_step = accel.GraphStep(step, model, optimizer, cfg.batch_size) if cfg.cuda_graph else step
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    state = checkpoint.load(model, optimizer, objective) if resume else LoopState()
+    n, steps = batches.num_rows, batches.steps()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # no .item() per step
+    history = state.history
+    bar = tqdm(total=cfg.epochs * steps, initial=(state.epoch - 1) * steps + state.step,
+               disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
+    t_start = time.perf_counter() - state.elapsed
+    for epoch in range(state.epoch, cfg.epochs + 1):
+        if state.finished:
+            break
+        t0 = time.perf_counter()
+        if state.step == 0:
+            state.epoch_rng = shuffle.get_state()
+            sums.zero_()
+        else:  # resumed mid-epoch: draw the epoch's order again and skip the steps done
+            shuffle.set_state(state.epoch_rng)
+            sums.copy_(state.sums / collectives.world)  # the saved sums are the global ones
+        state.epoch, state.sums = epoch, sums
+        for xb in batches.epoch(shuffle, state.step):
+            run_step(collectives.shard(xb), sums)
+            state.step += 1
+            bar.update(1)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+                state.elapsed = time.perf_counter() - t_start
+                _save_checkpoint(checkpoint, model, optimizer, objective, state, collectives)
+        collectives.sum_(sums)
+        row = _epoch_row(epoch, (sums / n).tolist(), evaluate(model, val_x, cfg.dead_threshold), model,
+                         time.perf_counter() - t0, time.perf_counter() - t_start)
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_mse=f"{row['val_mse']:.4f}",
+                        act=f"{row['mean_activation']:.3f}")
+        _check_finite(model, row, bar)
+        if on_epoch is not None:
+            on_epoch(row)
+        reached = cfg.target_val_mse is not None and row["val_mse"] <= cfg.target_val_mse
+        reached = collectives.agree(reached)  # every process stops at the same epoch
+        state.epoch, state.step, state.reached = epoch + 1, 0, reached
+        state.finished, state.elapsed = reached or epoch == cfg.epochs, time.perf_counter() - t_start
+        _save_checkpoint(checkpoint, model, optimizer, objective, state, collectives)
+        if reached:
+            break
+    bar.close()
+    return history, state.reached
+
+
+def _epoch_row(epoch: int, train: list[float], val: dict[str, float], model: SparseAutoencoder,
+               epoch_seconds: float, elapsed: float) -> dict[str, Any]:
+    """One row of metrics.csv: the epoch's mean loss parts, validation metrics, timing."""
+    return {"epoch": epoch, "train_loss": train[0], "train_recon": train[1], "train_sparsity": train[2],
+            "train_decay": train[3], "val_mse": val["mse"], "val_fvu": val["fvu"],
+            "mean_activation": val["mean_activation"], "dead_fraction": val["dead_fraction"],
+            "l0": val["l0"], **model.firing_stats(), "epoch_seconds": epoch_seconds, "elapsed_seconds": elapsed}
+
+
+def _check_finite(model: SparseAutoencoder, row: dict[str, Any], bar) -> None:
+    """Stop a diverged run: a non-finite loss, or weights that are no longer finite."""
+    loss = torch.tensor(row["train_loss"])
+    if not torch.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        bar.close()
+        raise SparseAEError(f"training diverged at epoch {row['epoch']} (loss {row['train_loss']}, "
+                            "or weights no longer finite); lower --lr")
+
+
+def _save_checkpoint(checkpoint: Checkpointer | None, model: SparseAutoencoder, optimizer, objective,
+                     state: LoopState, collectives: Collectives) -> None:
+    if state.step:
+        state = replace(state, sums=collectives.sum_(state.sums.clone()))  # the epoch's sums so far, all processes
+    if checkpoint is not None:
+        checkpoint.save(model, optimizer, objective, state)
