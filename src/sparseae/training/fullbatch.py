@@ -13,7 +13,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
@@ -154,6 +153,8 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    import scipy.optimize  # imported here: `import sparseae` stays free of scipy
+
     try:
         result = scipy.optimize.minimize(f, f.get(), jac=True, method=SCIPY_METHODS[cfg.optimizer],
                                          callback=callback, options=options)
