@@ -9,7 +9,7 @@ are >= 0.7M rows/s on an H200 and >= 0.5M on an H100.
 Usage:
   python benchmarks/wide_topk.py                                  # GPU, full size
   python benchmarks/wide_topk.py --device cpu --latents 4096 --d-in 64 --batch 512 --precision fp32
-Rows/s come from the trainer's own loop (trainer.fit) on random data resident on the device: the
+Rows/s come from the trainer's own loop (training.fit) on random data resident on the device: the
 fastest epoch after the first (an epoch: `--steps` batches and a validation pass of one batch).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The training objective: reconstruction + sparsity penalty + weight decay."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -25,6 +25,27 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str = "mse")
     return sq.mean() if kind == "mse" else 0.5 * sq.sum(dim=1).mean()
 
 
+def kl_term(objective: "Objective", layer: int, h: torch.Tensor) -> torch.Tensor:
+    """Ng's sum_j KL(rho || rho_hat_j), rho_hat over the (global) batch, or its running estimate."""
+    rho_hat = objective.collectives.mean_activation(h)
+    if layer in objective.running:
+        rho_hat = objective.running[layer](rho_hat)
+    return kl_penalty(h, objective.sparsity.rho, rho_hat)
+
+
+def l1_term(objective: "Objective", layer: int, h: torch.Tensor) -> torch.Tensor:
+    return l1_penalty(h)
+
+
+# penalty name -> its term on one penalised layer's activations (times beta in the objective).
+# 'none' and 'topk' (sparse by construction) add no term. A new penalty is one function here
+# and its name in config.PENALTIES (docs/architecture.md).
+PENALTY_TERMS: dict[str, Callable[["Objective", int, torch.Tensor], torch.Tensor]] = {
+    "kl": kl_term,
+    "l1": l1_term,
+}
+
+
 class Objective:
     """Callable `(model, out) -> LossParts`; holds the running rho_hat state if any.
 
@@ -42,17 +63,12 @@ class Objective:
     def penalty(self, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
         s = self.sparsity
         total = hidden[-1].new_zeros((), dtype=torch.promote_types(hidden[-1].dtype, torch.float32))
-        if s.penalty in ("none", "topk") or s.beta == 0:  # topk: sparse by construction, no term
+        term = PENALTY_TERMS.get(s.penalty)
+        if term is None or s.beta == 0:
             return total
         for i in s.layers:
-            h = hidden[i].to(total.dtype)  # in float32 after a bf16 forward pass: KL of a bf16 mean is coarse
-            if s.penalty == "kl":
-                rho_hat = self.collectives.mean_activation(h)
-                if i in self.running:
-                    rho_hat = self.running[i](rho_hat)
-                total = total + kl_penalty(h, s.rho, rho_hat)
-            else:
-                total = total + l1_penalty(h)
+            # in float32 after a bf16 forward pass: the KL of a bf16 mean is coarse
+            total = total + term(self, i, hidden[i].to(total.dtype))
         return s.beta * total
 
     def auxk(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
