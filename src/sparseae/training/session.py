@@ -112,8 +112,14 @@ class EpochArtifacts:
         self.run.write_metrics(self.history)
         self.run.save_model(self.model)
         if self.shown is not None:
-            with torch.no_grad():  # back through the inverse input transform, comparable with the input
+            # In eval mode, as the model will be used (BatchTopK's threshold, TopK's alpha*k), and back
+            # through the inverse input transform, comparable with the input. (Drawn in training mode,
+            # these 10 images used to move BatchTopK's threshold and the firing counters.)
+            training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
                 rec = self.model.reconstruct(self.shown.to(next(self.model.parameters()).dtype))
+            self.model.train(training)
             # full-batch rows count iterations, minibatch rows epochs
             step = f"epoch_{row['epoch']:03d}" if "epoch" in row else f"iter_{row['iteration']:04d}"
             save_reconstructions(self.shown.cpu().numpy(), rec.float().cpu().numpy(), self.data.image_shape,
