@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sparseae import ModelConfig, Objective, SparseAutoencoder, SparsityConfig, SparseAEError
-from sparseae.objective.penalties import RunningMean, kl_divergence, kl_penalty, l1_penalty, mean_activation, weight_decay
+from sparseae.objective.penalties import (RunningMean, kl_divergence, kl_penalty, l1_penalty, mean_activation,
+                                         weight_decay)
 
 
 def test_kl_reference_values():
