@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..data import Dataset, load_dataset
-from ..data.dataset import select_classes
+from ..data.dataset import DataSource, require_in_memory, require_labels, select_classes
 from ..errors import SparseAEError
 from .metrics import evaluate
 from ..model import SparseAutoencoder
@@ -42,17 +42,19 @@ def encode_features(model: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192
     return out
 
 
-class Standardizer(nn.Module):
-    """(x - mean) / std with statistics of the training features; constant features stay 0."""
+def standardize(train_f: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """`train_f` and `others` scaled by the training features' mean and (population) std.
 
-    def __init__(self, x: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", x.mean(0))
-        std = x.std(0)
-        self.register_buffer("std", torch.where(std > 1e-6, std, torch.ones_like(std)))
+    scikit-learn's StandardScaler computes the statistics (float64 sums; a constant
+    feature keeps scale 1, so it stays 0); they are applied in torch, so the scaled
+    features are made on the device the features are on.
+    """
+    from sklearn.preprocessing import StandardScaler
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    scaler = StandardScaler().fit(train_f.detach().cpu().numpy())
+    mean, scale = (torch.as_tensor(v, dtype=train_f.dtype, device=train_f.device)
+                   for v in (scaler.mean_, scaler.scale_))
+    return [(x - mean) / scale for x in (train_f, *others)]
 
 
 def train_softmax(features: Callable[[torch.Tensor], torch.Tensor], head: nn.Linear, x: torch.Tensor,
@@ -112,11 +114,10 @@ def probe_features(name: str, train_f: torch.Tensor, train_y: torch.Tensor, test
     torch.manual_seed(seed)
     classes, train_t = torch.unique(train_y, return_inverse=True)
     test_t = torch.searchsorted(classes, test_y)
-    std = Standardizer(train_f)
     head = nn.Linear(train_f.shape[1], len(classes))
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    xs, xt = std(train_f), std(test_f)
+    xs, xt = standardize(train_f, test_f)
     train_softmax(lambda v: v, head, xs, train_t, head.parameters(), max_iter, l2)
     with torch.no_grad():
         tr = (head(xs).argmax(1) == train_t).float().mean().item()
@@ -125,15 +126,15 @@ def probe_features(name: str, train_f: torch.Tensor, train_y: torch.Tensor, test
     return ProbeResult(name, train_f.shape[1], l0, tr, te, time.perf_counter() - t0, l2)
 
 
-def _split(data: Dataset, classes: list[int] | None) -> Dataset:
-    if data.train_labels is None or data.test_labels is None:
-        raise SparseAEError("a probe needs a labelled data set")
+def _labelled(data: DataSource, classes: list[int] | None) -> Dataset:
+    require_labels(data, "probe")  # first: an unlabelled array file is refused for its labels, streamed or not
+    data = require_in_memory(data, "probe")
     return select_classes(data, classes) if classes else data
 
 
 def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None = None,
                limit_train: int | None = None, max_iter: int = 300, l2: float | None = 1e-4,
-               data_dir: str | None = None, dataset: Dataset | None = None,
+               data_dir: str | None = None, dataset: DataSource | None = None,
                device: str = "cpu") -> list[ProbeResult]:
     """Probe each run's features (and raw pixels) on the labelled train/test split of its data set.
 
@@ -148,9 +149,9 @@ def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None 
     if dataset is None:
         tc = RunDir(run_dirs[0]).read_config().train if run_dirs else TrainConfig()
         dataset = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
-    data = _split(dataset, classes)
+    data = _labelled(dataset, classes)
     train_x, train_y = data.train[:limit_train].to(device), data.train_labels[:limit_train].to(device)
-    test_x, test_y = data.test.to(device), data.test_labels.to(device)
+    test_x, test_y = data.validation(device), data.test_labels.to(device)
     results = []
     if raw:
         results.append(probe_features(RAW, train_x, train_y, test_x, test_y, max_iter, l2,

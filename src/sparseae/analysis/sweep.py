@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..data import Dataset, load_dataset
-from ..data.dataset import select_classes
+from ..data import load_dataset
+from ..data.dataset import DataSource, select_classes
 from ..errors import SparseAEError
 from ..run.pictures import save_tradeoff_plot
 from ..run.files import atomic_write_text
@@ -60,8 +60,11 @@ def check_grid(grid: dict[str, list[float]]) -> None:
 
 
 def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
-              dataset: Dataset | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train every grid point; writes out/<family>_<value>/ run folders, sweep.csv and fvu_vs_l0.png."""
+              dataset: DataSource | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Train every grid point; writes out/<family>_<value>/ run folders, sweep.csv and fvu_vs_l0.png.
+
+    The data set is loaded once and shared by every point: in memory, or a streamed file.
+    """
     check_grid(grid)
     configs = [(f, v, family_config(base, f, v)) for f, values in grid.items() for v in values]
     for _, _, c in configs:  # every point is checked before the first one trains

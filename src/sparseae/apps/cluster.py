@@ -84,9 +84,9 @@ def similarity_from_features(x: np.ndarray, knn: int | None = None) -> np.ndarra
 
     With `knn`, only each row's k nearest neighbours are kept (then symmetrised).
     """
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(0)
-    x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(np.asarray(x, dtype=np.float64))  # a constant column stays 0
     sq = (x * x).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
     sigma2 = np.median(d2[np.triu_indices(len(x), 1)])

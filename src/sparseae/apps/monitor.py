@@ -18,12 +18,15 @@ before the fault onset, the fault detection rate (FDR) the share after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from scipy import optimize, stats
 
 from ..errors import SparseAEError
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import StandardScaler
 
 STATISTICS = ("t2", "spe")
 LIMIT_METHODS = ("kde", "theory")
@@ -38,24 +41,25 @@ class Reconstructor(Protocol):
 
 
 class PCAModel:
-    """Principal components of the (already standardised) training rows."""
+    """Principal components of the (already standardised) training rows (scikit-learn's PCA)."""
 
     def __init__(self, components: int = 15):
         self.components = components
 
     def fit(self, x: np.ndarray) -> "PCAModel":
+        from sklearn.decomposition import PCA
+
         if not 0 < self.components <= min(x.shape):
             raise SparseAEError(f"pca components must be in 1..{min(x.shape)}; got {self.components}")
-        self.mean_ = x.mean(0)
-        _, _, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        self.loadings_ = vt[: self.components].T
+        # 'full': an exact SVD; 'auto' may pick a randomized or covariance solver for larger inputs
+        self.pca_ = PCA(n_components=self.components, svd_solver="full").fit(x)
         return self
 
     def code(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean_) @ self.loadings_
+        return self.pca_.transform(x)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        return self.code(x) @ self.loadings_.T + self.mean_
+        return self.pca_.inverse_transform(self.pca_.transform(x))
 
 
 class AutoencoderModel:
@@ -122,11 +126,12 @@ class Monitor:
     alpha: float = 0.99
     limit_method: str = "kde"
     holdout: float = 0.0
-    mean_: np.ndarray = field(init=False, repr=False)
-    scale_: np.ndarray = field(init=False, repr=False)
+    scaler_: StandardScaler = field(init=False, repr=False)
     limits: dict[str, float] = field(init=False, default_factory=dict)
 
     def fit(self, normal: np.ndarray) -> "Monitor":
+        from sklearn.preprocessing import StandardScaler  # not at the top: the CLI imports this module always
+
         if not 0.5 < self.alpha < 1:
             raise SparseAEError(f"alpha must be in (0.5, 1); got {self.alpha}")
         if not 0.0 <= self.holdout < 1.0:
@@ -139,9 +144,8 @@ class Monitor:
         if len(fit_rows) < 2 or (self.holdout > 0 and n_ref < 2):
             raise SparseAEError(f"holdout {self.holdout} leaves too few rows ({len(fit_rows)} to fit, "
                                 f"{n_ref} for limits)")
-        self.mean_ = fit_rows.mean(0)
-        std = fit_rows.std(0)
-        self.scale_ = np.where(std > 0, std, 1.0)
+        # population std; a constant column keeps scale 1, as it carries no signal
+        self.scaler_ = StandardScaler().fit(fit_rows)
         x = self.standardize(fit_rows)
         self.model.fit(x)
         z = self.model.code(x)
@@ -168,10 +172,10 @@ class Monitor:
 
     def standardize(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.mean_.shape[0]:
-            raise SparseAEError(f"expected rows with {self.mean_.shape[0]} columns (as the normal data); "
-                                f"got shape {x.shape}")
-        return (x - self.mean_) / self.scale_
+        n_cols = self.scaler_.n_features_in_
+        if x.ndim != 2 or x.shape[1] != n_cols:
+            raise SparseAEError(f"expected rows with {n_cols} columns (as the normal data); got shape {x.shape}")
+        return self.scaler_.transform(x)
 
     def statistics_standardized(self, x: np.ndarray) -> dict[str, np.ndarray]:
         dz = self.model.code(x) - self.code_mean_

@@ -2,10 +2,11 @@
 
 Formats: .npy (read with plain file reads at byte offsets, so neither the file
 nor a memory map is held in memory), .npz (a member stored uncompressed is read
-the same way; a compressed member is decompressed into memory), .safetensors,
-.parquet (one row group at a time, pyarrow) and .csv (one pass indexes the byte
-offset of every block of lines). Every format exposes the same thing: the
-shape and `read(start, stop)` returning float32 rows.
+the same way; a compressed member is decompressed into memory), .safetensors
+(safetensors' own reader, which slices rows out of a memory map), .parquet
+(one row group at a time, pyarrow) and .csv (one pass indexes the byte offset
+of every block of lines). Every format exposes the same thing: the shape and
+`read(start, stop)` returning float32 rows.
 
 `ArrayData` splits a file into training rows and validation rows (the last
 `val_fraction`), checks every value once (one pass, which also gives the
@@ -15,7 +16,6 @@ memory or streams large ones in shuffled chunks (`StreamBatches`).
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import zipfile
@@ -31,8 +31,7 @@ from .dataset import Dataset
 
 FORMATS = (".npy", ".npz", ".safetensors", ".parquet", ".csv")
 BLOCK_BYTES = 1 << 20  # rows read per random access: about 1 MiB
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "bf16", "I64": "<i8", "I32": "<i4",
-              "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+_ST_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
 
 
 class ArrayFile:
@@ -67,13 +66,12 @@ def _check_2d(path: Path, shape: tuple[int, ...]) -> None:
 
 
 class RawArrayFile(ArrayFile):
-    """C-ordered rows at a byte offset of a file (.npy, stored .npz members, .safetensors)."""
+    """C-ordered rows at a byte offset of a file (.npy, stored .npz members)."""
 
     def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: str | np.dtype,
                  source: Path | None = None):
         self.path, self._source = path, source or path
-        self.bf16 = dtype == "bf16"
-        self.dtype = np.dtype("<u2") if self.bf16 else np.dtype(dtype)
+        self.dtype = np.dtype(dtype)
         _check_dtype(path, self.dtype)
         _check_2d(path, shape)
         self.offset, (self.n_rows, self.n_cols) = offset, shape
@@ -95,8 +93,6 @@ class RawArrayFile(ArrayFile):
                     raise SparseAEError(f"{self.path}: unexpected end of file")
                 got += n
         a = np.frombuffer(buf, dtype=self.dtype).reshape(stop - start, self.n_cols)
-        if self.bf16:  # bfloat16 is the top half of a float32
-            return (a.astype(np.uint32) << 16).view(np.float32)
         return a.astype(np.float32, copy=False) if a.dtype != np.float32 else a
 
 
@@ -158,22 +154,33 @@ def open_npz(path: Path, key: str | None) -> ArrayFile:
             return MemoryArrayFile(path, np.load(io.BytesIO(member.read())))
 
 
-def open_safetensors(path: Path, key: str | None) -> ArrayFile:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise SparseAEError(f"{path}: not a valid .safetensors file (too short)")
-        n = int.from_bytes(head, "little")
+class SafetensorsFile(ArrayFile):
+    """One tensor of a .safetensors file, rows sliced out by safetensors' reader (a memory map)."""
+
+    def __init__(self, path: Path, key: str | None):
+        from safetensors import safe_open
+
+        self.path = path
         try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError):
-            raise SparseAEError(f"{path}: not a valid .safetensors file (bad header)") from None
-    names = [k for k in header if k != "__metadata__"]
-    name = _pick_key(path, names, key)
-    t = header[name]
-    if t["dtype"] not in _ST_DTYPES:
-        raise SparseAEError(f"{path}: tensor '{name}' has unsupported dtype {t['dtype']}")
-    return RawArrayFile(path, 8 + n + t["data_offsets"][0], tuple(t["shape"]), _ST_DTYPES[t["dtype"]])
+            handle = safe_open(str(path), framework="numpy")
+        except Exception as e:  # SafetensorError: bad header, truncated data, ...
+            raise SparseAEError(f"{path}: not a valid .safetensors file ({e})") from None
+        name = _pick_key(path, list(handle.keys()), key)
+        self._slice = handle.get_slice(name)
+        dtype = self._slice.get_dtype()
+        if dtype not in _ST_DTYPES:
+            raise SparseAEError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
+        _check_2d(path, tuple(self._slice.get_shape()))
+        self._bf16 = dtype == "BF16"
+        if self._bf16:  # numpy has no bfloat16: the numpy reader refuses it, the torch reader does not
+            self._slice = safe_open(str(path), framework="pt").get_slice(name)
+        self.n_rows, self.n_cols = self._slice.get_shape()
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        a = self._slice[start:stop]
+        if self._bf16:
+            return a.float().numpy()
+        return np.ascontiguousarray(a, dtype=np.float32)
 
 
 class ParquetFile(ArrayFile):
@@ -327,7 +334,7 @@ def open_array(path: str | os.PathLike, key: str | None = None) -> ArrayFile:
     if suffix == ".npz":
         return open_npz(p, key)
     if suffix == ".safetensors":
-        return open_safetensors(p, key)
+        return SafetensorsFile(p, key)
     if suffix == ".parquet":
         return ParquetFile(p, key.split(",") if key else None)
     if suffix == ".csv":

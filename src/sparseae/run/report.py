@@ -23,6 +23,7 @@ from .files import atomic_write_text
 from .rundir import RunDir
 
 MAX_RECONSTRUCTIONS = 8  # epochs shown, evenly spaced, first and last included
+DENSITY_ROWS = 65536  # held-out rows behind a feature density computed for the report
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -90,15 +91,12 @@ def _density_picture(run: RunDir, tmp: Path, data_dir: str | None) -> tuple[Path
     tc = config.train
     try:
         model = load_run(run.path)
-        options = tc.dataset_options() if hasattr(tc, "dataset_options") else {}
-        data = load_dataset(tc.dataset, data_dir or tc.data_dir, **options)
+        data = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
     except SparseAEError as e:
         return None, f"not in the run folder and not computable here: {e}"
-    if hasattr(data, "test"):
-        rows = data.test[:65536]
-    else:  # an array file: its validation rows
-        start, stop = data.val_range
-        rows = torch.from_numpy(data.array.read(start, min(stop, start + 65536)).copy())
+    val = data.validation(torch.device("cpu"))
+    # a streamed file's validation rows are chunks: read only the first DENSITY_ROWS of them
+    rows = val[:DENSITY_ROWS] if data.in_memory else val.head(DENSITY_ROWS)
     path = tmp / "feature_density.png"
     save_feature_density(unit_firing_frequency(model, rows.to(torch.float32)).numpy(), path)
     return path, f"computed now on {len(rows)} held-out rows of the {tc.dataset} data set"
