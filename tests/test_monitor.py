@@ -83,7 +83,7 @@ def test_monitor_test_file_with_other_columns_is_refused(tmp_path, capsys):
 
 
 def test_monitor_unknown_data_set_and_bad_limit(capsys):
-    assert main(["monitor", "--data", "chemplant"]) == 2
+    assert main(["monitor", "--dataset", "chemplant"]) == 2
     assert "unknown monitoring data set 'chemplant'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["monitor", "--limit", "bootstrap"])

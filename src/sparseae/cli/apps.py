@@ -1,26 +1,27 @@
-"""The application subcommands: `monitor`, `cluster`, `report` (registered in cli.COMMANDS)."""
+"""Application commands: `monitor`, `cluster`, `report`.
+
+monitor and cluster train the scikit-learn estimator; its settings are the training flags of the
+same names, starting from each command's own values (MONITOR_START, CLUSTER_START). The library,
+numpy included, is imported inside the run functions.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..config import RunConfig
 from ..errors import SparseAEError
+from . import args as flags
+from .args import config_from_args
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def read_rows(path: str) -> np.ndarray:
+def read_rows(path: str):
     """All rows of a .npy/.csv/... array file (data.arrays, the library's one reader) as float64."""
+    import numpy as np
+
     from ..data.arrays import open_array
 
     a = open_array(path)
@@ -28,74 +29,59 @@ def read_rows(path: str) -> np.ndarray:
 
 
 def _write_json(path: str, obj: Any) -> None:
+    import json
+
     from ..run.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _fmt(v: float | None) -> str:
-    return "   -" if v is None or not np.isfinite(v) else f"{100 * v:5.1f}"
+    return "   -" if v is None or not math.isfinite(v) else f"{100 * v:5.1f}"
 
 
-def _add_model_arguments(p: argparse.ArgumentParser, hidden: str, activation: str, penalty: str, epochs: int,
-                         batch_size: int, lr: float, beta: float, rho: float, weight_decay: float) -> None:
+def _add_estimator(p: argparse.ArgumentParser, start: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
     g = p.add_argument_group("sparse autoencoder")
-    g.add_argument("--hidden", type=_int_list, default=_int_list(hidden), help=f"code sizes (default: {hidden})")
-    g.add_argument("--activation", default=activation, help=f"hidden activation (default: {activation})")
-    g.add_argument("--penalty", default=penalty, help=f"kl, l1 or none (default: {penalty})")
-    g.add_argument("--rho", type=float, default=rho, help=f"KL target activation (default: {rho})")
-    g.add_argument("--beta", type=float, default=beta, help=f"sparsity weight (default: {beta})")
-    g.add_argument("--weight-decay", type=float, default=weight_decay,
-                   help=f"lambda/2 sum ||W||^2 (default: {weight_decay})")
-    g.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default: {epochs})")
-    g.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default: {batch_size})")
-    g.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default: {lr})")
-    g.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    flags.add(g, *flags.ESTIMATOR, *extra, shown=flags.shown_defaults(flags.start_config(start)))
 
 
-def _model_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {"activation": args.activation, "penalty": args.penalty, "rho": args.rho, "beta": args.beta,
-            "weight_decay": args.weight_decay, "epochs": args.epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "device": args.device}
+def _estimator_params(config: RunConfig, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The estimator's parameters, which are named as the configuration fields the flags set."""
+    fields = (flags.CONFIG_FLAGS[f][:2] for f in (*flags.ESTIMATOR, *extra))
+    return {name: getattr(getattr(config, section), name) for section, name in fields}
 
 
 # --- monitor ---------------------------------------------------------------------------------------
 
-def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
-    from ..apps.monitor import LIMIT_METHODS
+# The monitor's starting values (docs/monitoring.md): one layer of 52 ReLU units, L1 penalty, 300
+# epochs of Adam at batch 32; the estimator's linear decoder.
+MONITOR_START = {"model": {"hidden": [52], "activation": "relu"},
+                 "sparsity": {"penalty": "l1", "rho": 0.05, "beta": 0.01, "weight_decay": 0.0},
+                 "train": {"dataset": "tep", "epochs": 300, "batch_size": 32, "lr": 1e-3, "seed": 0}}
 
+
+def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (the Tennessee Eastman files of bibmon, or your own)")
-    src.add_argument("--data", default=None, help="built-in data set: tep (Tennessee Eastman, from the bibmon "
-                                                  "package; the default when --normal is not given)")
-    src.add_argument("--data-dir", default=None, help="folder of d00.dat ... (default: the bibmon package's)")
-    src.add_argument("--faults", type=_int_list, default=None, help="tep: test files to score (default: 0..21)")
-    src.add_argument("--normal", default=None, metavar="FILE", help="normal-operation rows (.csv or .npy)")
-    src.add_argument("--test", nargs="+", default=None, metavar="FILE", help="test files (.csv or .npy)")
-    src.add_argument("--onset", type=int, default=None,
-                     help="rows before the fault in each test file (omit when they are all normal)")
+    flags.add(src, "--dataset", "--data-dir", "--faults", "--normal", "--test", "--onset",
+              shown={"--dataset": "tep, when --normal is not given"})
     lim = p.add_argument_group("control limits")
-    lim.add_argument("--limit", choices=LIMIT_METHODS, default="kde",
-                     help="kde: quantile of a KDE of the reference statistic; theory: F (T^2) and "
-                          "moment-matched chi-square (SPE) (default: kde)")
-    lim.add_argument("--alpha", type=float, default=0.99, help="confidence level of the limits (default: 0.99)")
-    lim.add_argument("--holdout", type=float, default=0.2,
-                     help="share of the normal rows (the last ones) kept out of fitting; the limits come from "
-                          "their statistics (default: 0.2; 0: limits from the training rows)")
-    lim.add_argument("--pca-components", type=int, default=15, help="PCA baseline components (default: 15)")
-    _add_model_arguments(p, hidden="52", activation="relu", penalty="l1", epochs=300, batch_size=32, lr=1e-3,
-                         beta=0.01, rho=0.05, weight_decay=0.0)
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    flags.add(lim, "--limit", "--alpha", "--holdout", "--pca-components")
+    _add_estimator(p, MONITOR_START)
+    flags.add(p, "--json")
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from ..data import tennessee_eastman as te
+    import numpy as np
+
     from ..apps.monitor import AutoencoderModel, Monitor, PCAModel, rates
+    from ..data import tennessee_eastman as te
 
     t_start = time.perf_counter()
+    config = config_from_args(args, MONITOR_START)
+    params = _estimator_params(config)
     if args.normal is not None or args.test is not None:
-        if args.data is not None:
-            raise SparseAEError("give either --data or --normal/--test, not both")
+        if args.dataset is not None:
+            raise SparseAEError("give either --dataset or --normal/--test, not both")
         if args.normal is None or not args.test:
             raise SparseAEError("your own data needs both --normal FILE and --test FILE...")
         normal = read_rows(args.normal)
@@ -104,10 +90,10 @@ def run_monitor(args: argparse.Namespace) -> int:
         scored: list[str] = [n for n in tests if args.onset is not None]
         source = args.normal
     else:
-        name = args.data or "tep"
+        name = config.train.dataset
         if name != "tep":
             raise SparseAEError(f"unknown monitoring data set '{name}'; known: tep (or --normal/--test files)")
-        root = te.locate(args.data_dir)
+        root = te.locate(config.train.data_dir)
         faults = list(range(22)) if args.faults is None else args.faults
         normal = te.load_normal(root)
         tests = {f"d{f:02d}_te": te.load_test(root, f) for f in faults}
@@ -122,8 +108,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         if onsets[name] is not None and not 0 <= onsets[name] <= len(x):
             raise SparseAEError(f"onset {onsets[name]} is outside test file {name} ({len(x)} rows)")
 
-    models = {"SAE": AutoencoderModel(hidden=args.hidden, seed=args.seed, **_model_params(args)),
-              "PCA": PCAModel(args.pca_components)}
+    models = {"SAE": AutoencoderModel(**params), "PCA": PCAModel(args.pca_components)}
     monitors, seconds = {}, {}
     for label, model in models.items():
         t0 = time.perf_counter()
@@ -143,9 +128,9 @@ def run_monitor(args: argparse.Namespace) -> int:
 
     print(f"normal rows: {len(normal)} x {normal.shape[1]} from {source}; limits: {args.limit}, "
           f"alpha {args.alpha}, holdout {args.holdout}")
-    print(f"SAE: hidden {args.hidden}, {args.activation}, {args.penalty} (rho {args.rho}, beta {args.beta}), "
-          f"weight decay {args.weight_decay}, {args.epochs} epochs: fitted in {seconds['SAE']:.1f} s; "
-          f"PCA: {args.pca_components} components, {seconds['PCA']:.2f} s")
+    print(f"SAE: hidden {params['hidden']}, {params['activation']}, {params['penalty']} (rho {params['rho']}, "
+          f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs: fitted in "
+          f"{seconds['SAE']:.1f} s; PCA: {args.pca_components} components, {seconds['PCA']:.2f} s")
     print("FAR: false alarms before the onset (%); FDR: detections after it (%)")
     head = "                 " + "".join(f"{m + ' ' + s:>14s}    " for m in monitors for s in ("T2", "SPE"))
     print(head)
@@ -171,31 +156,21 @@ def run_monitor(args: argparse.Namespace) -> int:
 
 # --- cluster ---------------------------------------------------------------------------------------
 
-def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
-    from ..apps.cluster import FEATURE_SETS, GRAPHS
+# The cluster's starting values (docs/clustering.md): 16 sigmoid units with a KL penalty; the rows
+# of D^-1 S are probabilities, hence no input transform and a sigmoid output.
+CLUSTER_START = {"model": {"hidden": [16], "activation": "sigmoid", "input_transform": "none",
+                           "output_activation": "sigmoid"},
+                 "sparsity": {"penalty": "kl", "rho": 0.2, "beta": 0.01, "weight_decay": 0.0},
+                 "train": {"epochs": 500, "batch_size": 256, "lr": 1e-2, "seed": 0}}
+CLUSTER_EXTRA = ("--input-transform", "--output-activation")
 
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--graph", help=f"built-in graph ({', '.join(GRAPHS)}) or a file: an adjacency matrix "
-                                     "(.npy, square .csv) or an edge list (rows 'u v [weight]')")
-    src.add_argument("--features", help=f"built-in feature set ({', '.join(FEATURE_SETS)}) or a feature "
-                                        "matrix file (.npy, .csv); turned into a Gaussian similarity graph")
-    p.add_argument("--labels", default=None, metavar="FILE", help="ground-truth labels, one per node, for NMI")
-    p.add_argument("--clusters", type=int, default=None, help="number of clusters (default: number of labels)")
-    p.add_argument("--knn", type=int, default=None, help="features: keep each row's k nearest neighbours")
-    p.add_argument("--self-loops", choices=("yes", "no"), default="yes",
-                   help="s_ii = 1 (a node is similar to itself) before normalising; both methods use the same "
-                        "matrix (default: yes)")
-    p.add_argument("--restarts", type=int, default=5,
-                   help="train the autoencoder from this many initialisations and keep the one with the lowest "
-                        "reconstruction error of D^-1 S (default: 5)")
-    p.add_argument("--input-transform", default="none", help="transform of the rows of D^-1 S before the "
-                                                             "first layer: none or standardize (default: none)")
-    p.add_argument("--output-activation", default="sigmoid",
-                   help="first layer's output: sigmoid (rows are probabilities) or linear (with standardize) "
-                        "(default: sigmoid)")
-    _add_model_arguments(p, hidden="16", activation="sigmoid", penalty="kl", epochs=500, batch_size=256, lr=1e-2,
-                         beta=0.01, rho=0.2, weight_decay=0.0)
-    p.add_argument("--json", default=None, metavar="FILE", help="also write labels and scores as JSON")
+    flags.add(src, "--graph", "--features")
+    flags.add(p, "--labels", "--clusters", "--knn", "--self-loops", "--restarts")
+    _add_estimator(p, CLUSTER_START, CLUSTER_EXTRA)
+    flags.add(p, "--json")
 
 
 def _cluster_source(args: argparse.Namespace):
@@ -218,12 +193,15 @@ def _cluster_source(args: argparse.Namespace):
 
 
 def run_cluster(args: argparse.Namespace) -> int:
-    from ..apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, nmi, spectral_labels,
-                          with_self_loops)
+    import numpy as np
 
+    from ..apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, nmi, spectral_labels,
+                                with_self_loops)
+
+    params = _estimator_params(config_from_args(args, CLUSTER_START), CLUSTER_EXTRA)
     graph = _cluster_source(args)
     s = check_similarity(graph.similarity)
-    if args.self_loops == "yes":
+    if args.self_loops:
         s = with_self_loops(s)
     labels = graph.labels
     if args.labels is not None:
@@ -237,22 +215,20 @@ def run_cluster(args: argparse.Namespace) -> int:
         raise SparseAEError(f"clusters must be in 2..{len(s) - 1}; got {k}")
 
     t0 = time.perf_counter()
-    emb = graph_encoder_embedding(s, args.hidden, seed=args.seed, restarts=args.restarts,
-                                  input_transform=args.input_transform,
-                                  output_activation=args.output_activation, **_model_params(args))
-    sae = kmeans_labels(emb, k, args.seed)
+    emb = graph_encoder_embedding(s, restarts=args.restarts, **params)
+    sae = kmeans_labels(emb, k, params["seed"])
     t_sae = time.perf_counter() - t0
     t0 = time.perf_counter()
-    spec = spectral_labels(s, k, args.seed)
+    spec = spectral_labels(s, k, params["seed"])
     t_spec = time.perf_counter() - t0
     results = {"GraphEncoder (sparse AE + k-means)": (sae, t_sae), "spectral clustering": (spec, t_spec)}
 
     edges = int((np.triu(s, 1) > 0).sum())
     print(f"{graph.name or 'graph'}: {len(s)} nodes, {edges} pairs with positive similarity, {k} clusters, "
-          f"self-loops {args.self_loops}; input D^-1 S; autoencoder layers {args.hidden}, best of "
-          f"{args.restarts} restarts")
+          f"self-loops {'yes' if args.self_loops else 'no'}; input D^-1 S; autoencoder layers {params['hidden']}, "
+          f"best of {args.restarts} restarts")
     print(f"{'method':<36s} {'NMI':>6s} {'seconds':>8s}")
-    out: dict[str, Any] = {"graph": graph.name, "nodes": len(s), "clusters": k, "hidden": args.hidden}
+    out: dict[str, Any] = {"graph": graph.name, "nodes": len(s), "clusters": k, "hidden": params["hidden"]}
     for method, (pred, sec) in results.items():
         score = nmi(labels, pred) if labels is not None else None
         print(f"{method:<36s} {'-' if score is None else f'{score:.3f}':>6s} {sec:8.1f}")
@@ -265,10 +241,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 # --- report ----------------------------------------------------------------------------------------
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a run folder written by `sparseae train`")
-    p.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument("--data-dir", default=None, help="where the data set is, for the activation histogram "
-                                                    "when the run folder has none")
+    flags.add(p, "run_dir", "--out", "--data-dir", shown={"--out": "RUN_DIR/report.html"})
 
 
 def run_report(args: argparse.Namespace) -> int:

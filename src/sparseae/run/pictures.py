@@ -1,17 +1,17 @@
-"""The pictures of a run: loss curves, reconstructions, learned features."""
+"""The pictures of a run: loss curves, reconstructions, learned features.
+
+Drawn with matplotlib's object-oriented API (a `Figure` saved to a file) and imported inside the
+functions: no pyplot, so no global figure registry and no backend switched under a notebook's
+user, and `import sparseae...` does not load matplotlib.
+"""
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.image as mpimg  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .files import atomic_write  # noqa: E402
+from .files import atomic_write
 
 
 def tile(images: np.ndarray, cols: int, pad: int = 1, fill: float = 1.0) -> np.ndarray:
@@ -27,10 +27,25 @@ def tile(images: np.ndarray, cols: int, pad: int = 1, fill: float = 1.0) -> np.n
 
 
 def _save_image(path, grid: np.ndarray, scale: int = 3) -> None:
+    from matplotlib.image import imsave
+
     grid = np.clip(grid, 0.0, 1.0)
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # crisp pixels when viewed
     cmap = "gray" if grid.ndim == 2 else None
-    atomic_write(path, lambda tmp: mpimg.imsave(tmp, grid, cmap=cmap, vmin=0.0, vmax=1.0, format="png"))
+    atomic_write(path, lambda tmp: imsave(tmp, grid, cmap=cmap, vmin=0.0, vmax=1.0, format="png"))
+
+
+def _figure(width: float, height: float):
+    """A figure with one axes, outside pyplot: freed with its last reference, no close needed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    return fig, fig.add_subplot()
+
+
+def _save_figure(fig, path) -> None:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def save_reconstructions(originals: np.ndarray, recons: np.ndarray, image_shape: Sequence[int], path) -> None:
@@ -61,7 +76,7 @@ def save_loss_plot(rows: list[dict[str, Any]], path) -> None:
     """Training loss (with penalty) and validation MSE (without) per epoch (or full-batch iteration)."""
     step = "epoch" if "epoch" in rows[0] else "iteration"
     epochs = [r[step] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = _figure(6, 4)
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss (recon + penalty)")
     ax.plot(epochs, [r["train_recon"] for r in rows], "s--", label="train reconstruction")
     ax.plot(epochs, [r["val_mse"] for r in rows], "^-", label="validation MSE (no penalty)")
@@ -70,28 +85,24 @@ def save_loss_plot(rows: list[dict[str, Any]], path) -> None:
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_feature_density(frequency, path, floor: float = 1e-7) -> None:
     """Histogram of log10(firing frequency) over code units; never-firing units drawn at log10(floor)."""
     freq = np.asarray(frequency, dtype=np.float64)
     logf = np.log10(np.maximum(freq, floor))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = _figure(6, 4)
     ax.hist(logf, bins=50, range=(math.log10(floor) - 0.5, 0.0), color="tab:blue")
     ax.set_xlabel("log10(fraction of examples on which the unit fires)")
     ax.set_ylabel("code units")
     ax.set_title(f"feature density: {int((freq == 0).sum())} of {len(freq)} units never fire")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_tradeoff_plot(rows: list[dict[str, Any]], path, x: str = "l0", y: str = "fvu") -> None:
     """Sparsity-reconstruction trade-off: `y` against `x`, one curve per rows' 'method'."""
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig, ax = _figure(6, 4.5)
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r[x], r[y]) for r in rows if r["method"] == method)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
@@ -100,6 +111,4 @@ def save_tradeoff_plot(rows: list[dict[str, Any]], path, x: str = "l0", y: str =
     ax.set_ylabel("FVU (fraction of variance unexplained)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)

@@ -1,0 +1,61 @@
+"""Analysis commands: `probe` (linear probes of run folders' features) and `sweep` (a grid of
+sparsity settings, FVU against L0). The library is imported inside `run`."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import SparseAEError
+from . import args as flags
+from .args import config_from_args
+from .train import add_training
+
+# --- probe -----------------------------------------------------------------------------------------
+
+
+def add_probe_arguments(p: argparse.ArgumentParser) -> None:
+    flags.add(p, "run_dirs", "--no-raw", "--self-taught", "--classes", "--limit-train", "--probe-iter", "--l2",
+              "--data-dir", "--device", "--csv", shown={"--device": flags.DEFAULT_DEVICE})
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from ..analysis.probe import probe_runs, results_table, write_results_csv
+    from ..training.loop import resolve_device
+
+    classes = args.classes if args.classes is not None else ([0, 1, 2, 3, 4] if args.self_taught else None)
+    if args.limit_train is not None and args.limit_train <= 0:
+        raise SparseAEError(f"limit_train must be positive, got {args.limit_train}")
+    if args.probe_iter <= 0:
+        raise SparseAEError(f"probe_iter must be positive, got {args.probe_iter}")
+    results = probe_runs(args.run_dirs, raw=not args.no_raw, classes=classes, limit_train=args.limit_train,
+                         max_iter=args.probe_iter, l2=args.l2, data_dir=args.data_dir,
+                         device=resolve_device(args.device or flags.DEFAULT_DEVICE))
+    print(results_table(results))
+    if args.csv:
+        write_results_csv(results, args.csv)
+    return 0
+
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+SWEEP_OUT = "runs/sweep"  # --out of sweep when not given
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    add_training(p, out=SWEEP_OUT)
+    flags.add(p, "--k-grid", "--kl-beta", "--l1-beta")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from ..analysis.sweep import check_grid, run_sweep as sweep
+
+    grid = {"topk": args.k_grid, "kl": args.kl_beta, "l1": args.l1_beta}
+    if not any(grid.values()):  # said here, where the flags' names are known
+        raise SparseAEError("empty grid: give at least one value with --k-grid, --kl-beta or --l1-beta")
+    check_grid(grid)
+    base = config_from_args(args)
+    out = args.out or SWEEP_OUT
+    rows = sweep(base, grid, out, progress=not args.quiet)
+    print("| method | value | L0 | FVU | dead |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['value']:g} | {r['l0']:.1f} | {r['fvu']:.4f} | {r['dead_fraction']:.3f} |")
+    print(f"wrote {out}/sweep.csv and {out}/fvu_vs_l0.png")
+    return 0
