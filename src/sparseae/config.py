@@ -1,13 +1,27 @@
-"""Typed configuration: what a model is and how it is trained.
+"""Typed configuration: what a model is and how it is trained, and the schema that checks it.
 
 The dataclasses are the single source of truth for defaults; the CLI mirrors
 them and `config.json` in a run folder is `asdict()` of them.
+
+One generic check covers a configuration built in Python, from flags, or read
+back from a file: each field's type comes from its annotation
+(`typing.get_type_hints`), anything else a value must satisfy (a range, a set
+of choices) from its `param(...)` rule. `build` also refuses unknown and
+missing keys of a parsed JSON object. Rules that tie fields together stay in
+the `validate()` methods, and `RunConfig.validate()` runs them all: the one
+place a run's settings are checked.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import numbers
+import re
+import reprlib
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from types import UnionType
+from typing import Any, Iterator, Union, get_args, get_origin, get_type_hints
 
 from .errors import SparseAEError
 
@@ -21,47 +35,276 @@ TOPK_MODES = ("none", "topk", "batchtopk")
 OPTIMIZERS = ("adam", "sgd", "lbfgs", "cg")
 FULL_BATCH_OPTIMIZERS = ("lbfgs", "cg")
 INITS = ("default", "ng", "he")
+INPUT_TRANSFORMS = ("none", "standardize", "zca")
+PRECISIONS = ("fp32", "tf32", "bf16")
+FINETUNE_MODES = ("unsupervised", "supervised", "none")  # apps/stacked.py
+# Float32 weights a model may have (8 GiB), checked before anything is allocated.
+MAX_PARAMETERS = 2**31
 
+
+# --- the schema ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be beyond its type; for a list, what each entry must be."""
+
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+    """Floats must be finite unless a field says otherwise."""
+    nonempty: bool = False
+    pattern: str | None = None
+    """A regular expression a string must match in full, `what` in words."""
+    what: str = ""
+
+    def bounds(self) -> str:
+        low = f"[{self.ge}" if self.ge is not None else f"({self.gt}" if self.gt is not None else ""
+        high = f"{self.le}]" if self.le is not None else f"{self.lt})" if self.lt is not None else ""
+        if low and high:
+            return f"in {low}, {high}"
+        if high:
+            return f"<= {self.le}" if self.le is not None else f"< {self.lt}"
+        if self.gt == 0:
+            return "positive"
+        return f">= {self.ge}" if self.ge is not None else f"> {self.gt}"
+
+    def _within(self, v: Any) -> bool:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return True
+        # written so that NaN (every comparison False) is outside any bound
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None or isinstance(value, dict) or is_dataclass(value):
+            return
+        many = isinstance(value, list)
+        if many and self.nonempty and not value:
+            raise SparseAEError(f"{key} must not be empty; got []")
+        for v in value if many else [value]:
+            if isinstance(v, float) and self.finite and not math.isfinite(v):
+                problem = "finite" if many else "a finite number"
+            elif self.choices is not None and v not in self.choices:
+                problem = f"one of {', '.join(map(str, self.choices))}"
+            elif not self._within(v):
+                problem = self.bounds()
+            elif self.pattern is not None and not re.fullmatch(self.pattern, v):
+                problem = self.what
+            else:
+                continue
+            raise SparseAEError(f"{key}{' entries' if many else ''} must be {problem}; got {show(value)}")
+
+
+NO_RULE = Rule()
+
+
+def param(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any:
+    """A dataclass field whose value must also satisfy `Rule(**rule)`; no default: a required key."""
+    return field(default=default, default_factory=factory, metadata={"rule": Rule(**rule)})
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 8, 4
+
+
+def show(value: Any) -> str:
+    """A value for an error message: short, one line, however large or deeply nested."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _name(key: Any) -> str:
+    """A key of a file's object for a one-line message (a newline in it stays escaped)."""
+    return key if isinstance(key, str) and key.isprintable() else repr(key)
+
+
+NoneType = type(None)
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+_NOT = object()  # "does not fit the type"
+
+
+def describe(tp: Any) -> str:
+    """An annotation in words: 'an integer or null', 'a list of integers'."""
+    if tp is Any:
+        return "any value"
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, UnionType):
+        kinds = [a for a in args if a is not NoneType]
+        text = "a number" if set(kinds) == {int, float} else " or ".join(describe(a) for a in kinds)
+        return text + (" or null" if NoneType in args else "")
+    if origin is list:
+        return "a list of " + _PLURALS.get(args[0], "objects")
+    if origin is dict or is_dataclass(tp):
+        return "an object"
+    return _SCALARS[tp]
+
+
+def _plain(tp: Any) -> bool:
+    """A scalar, or a list of scalars: checked as a whole and named by its own key."""
+    return tp in _SCALARS or (get_origin(tp) is list and get_args(tp)[0] in _SCALARS)
+
+
+def _plain_value(value: Any, tp: Any) -> Any:
+    """`value` as the plain type `tp` wants it, or _NOT. A bool is not an int; an int is a float."""
+    if get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)):
+            return _NOT
+        items = [_plain_value(v, get_args(tp)[0]) for v in value]
+        return _NOT if any(v is _NOT for v in items) else items
+    if tp is bool or isinstance(value, bool):
+        return value if tp is bool and isinstance(value, bool) else _NOT
+    if tp is int:
+        return int(value) if isinstance(value, numbers.Integral) else _NOT
+    if tp is float:
+        if not isinstance(value, numbers.Real):
+            return _NOT
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range: refused as not finite
+            return math.inf
+    return value if isinstance(value, str) else _NOT
+
+
+def _typed(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against annotation `tp` (normalised: tuples become lists, ints floats)."""
+    if tp is Any:
+        return value
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, UnionType):
+        if value is None and NoneType in args:
+            return None
+        kinds = [a for a in args if a is not NoneType]
+        if len(kinds) == 1 and not _plain(kinds[0]):
+            return _typed(value, kinds[0], key)  # errors inside an object name their own key
+        for kind in kinds:
+            if (got := _plain_value(value, kind)) is not _NOT:
+                return got
+    elif _plain(tp):
+        if (got := _plain_value(value, tp)) is not _NOT:
+            return got
+    elif is_dataclass(tp):
+        if isinstance(value, tp):
+            check_fields(value, key)
+            return value
+        return build(tp, value, key)
+    elif origin is dict and isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, str):
+                raise SparseAEError(f"{key} keys must be strings; got {show(k)}")
+        return {k: _typed(v, args[1], f"{key}.{_name(k)}") for k, v in value.items()}
+    elif origin is list and isinstance(value, (list, tuple)):
+        return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    raise SparseAEError(f"{key} must be {describe(tp)}; got {show(value)}")
+
+
+@functools.cache
+def _schema(cls: type) -> tuple[tuple[str, Any, Rule, bool], ...]:
+    """(name, type, rule, required) of each field of dataclass `cls`."""
+    hints = get_type_hints(cls)
+    return tuple((f.name, hints[f.name], f.metadata.get("rule", NO_RULE),
+                  f.default is MISSING and f.default_factory is MISSING) for f in fields(cls))
+
+
+def _checked(value: Any, tp: Any, rule: Rule, key: str) -> Any:
+    value = _typed(value, tp, key)
+    rule.check(key, value)
+    return value
+
+
+def build(cls: type, data: Any, key: str = "") -> Any:
+    """An instance of dataclass `cls` from a parsed JSON object, every value checked against the
+    field's type and rule; unknown keys and missing required ones are refused. `key` is where the
+    object sits (e.g. 'model'), for the messages."""
+    schema = _schema(cls)
+    names = [s[0] for s in schema]
+    if not isinstance(data, dict):
+        keys = f" with keys {', '.join(names)}" if len(names) <= 4 else ""
+        raise SparseAEError(f"{key or 'the top level'} must be an object{keys}; got {show(data)}")
+    prefix = f"{key}." if key else ""
+    for k, v in data.items():
+        if k not in names:
+            import difflib  # only on this error path
+
+            close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.8)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"allowed: {', '.join(names)}"
+            raise SparseAEError(f"unknown key {prefix}{_name(k)} (value {show(v)}); {hint}")
+    values = {}
+    for name, tp, rule, required in schema:
+        if name in data:
+            values[name] = _checked(data[name], tp, rule, prefix + name)
+        elif required:
+            raise SparseAEError(f"missing key {prefix}{name} ({describe(tp)})")
+    return cls(**values)
+
+
+def check_fields(obj: Any, key: str | None = None) -> None:
+    """Check every field of dataclass `obj` against its type and rule, normalising in place (an int
+    given for a float becomes a float, a tuple for a list a list). `key`: default its section."""
+    key = _SECTIONS.get(type(obj), "") if key is None else key
+    prefix = f"{key}." if key else ""
+    for name, tp, rule, _ in _schema(type(obj)):
+        setattr(obj, name, _checked(getattr(obj, name), tp, rule, prefix + name))
+
+
+@contextmanager
+def in_file(path: Any) -> Iterator[None]:
+    """Errors raised inside name the file they are about first."""
+    try:
+        yield
+    except SparseAEError as e:
+        raise SparseAEError(f"{path}: {e}") from None
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise SparseAEError(f"{key} must be one of {', '.join(map(str, allowed))}; got {show(value)}")
+
+
+# --- the settings --------------------------------------------------------------------------------
 
 @dataclass
 class ModelConfig:
     """Architecture of a (possibly deep) autoencoder."""
 
-    input_dim: int = 784
+    input_dim: int = param(784, gt=0)
     """Number of input features (784 for 28x28 images)."""
-    hidden: list[int] = field(default_factory=lambda: [256])
+    hidden: list[int] = param(factory=lambda: [256], gt=0, nonempty=True)
     """Encoder layer sizes; the last one is the code."""
-    decoder: list[int] | None = None
+    decoder: list[int] | None = param(None, gt=0)
     """Decoder hidden sizes (between code and output); default: encoder mirrored."""
-    activation: str = "sigmoid"
+    activation: str = param("sigmoid", choices=ACTIVATIONS)
     """Activation of the hidden layers."""
-    code_activation: str | None = None
+    code_activation: str | None = param(None, choices=ACTIVATIONS)
     """Activation of the code (innermost) layer; default: `activation`."""
-    output_activation: str = "sigmoid"
+    output_activation: str = param("sigmoid", choices=ACTIVATIONS)
     """Activation of the output layer ('linear' for a linear decoder)."""
     tied: bool = False
     """Decoder weights are the encoder weights transposed (needs a mirrored decoder)."""
-    image_shape: list[int] | None = None
+    image_shape: list[int] | None = param(None, gt=0)
     """Shape of one input as an image (e.g. [28, 28]), for pictures; None if not images."""
-    input_transform: str = "none"
+    input_transform: str = param("none", choices=INPUT_TRANSFORMS)
     """Transform fitted on the training data and stored with the model: none, standardize or zca."""
-    zca_epsilon: float = 0.1
+    zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
-    topk: str = "none"
+    topk: str = param("none", choices=TOPK_MODES)
     """Code-layer selection: 'none', 'topk' (k largest per example) or 'batchtopk' (k*batch largest per batch)."""
-    k: int | None = None
+    k: int | None = param(None, gt=0)
     """Active code units per example for topk/batchtopk."""
-    encode_alpha: float = 1.0
+    encode_alpha: float = param(1.0, ge=1)
     """At encode time (features) keep the top alpha*k units (alpha >= 1; Makhzani & Frey)."""
     unit_norm_decoder: bool = False
     """Keep each code unit's decoder column at unit norm (renormalised after every step)."""
     pre_bias: bool = False
     """Subtract the output bias b_dec from the input before encoding."""
-    active_threshold: float | None = None
+    active_threshold: float | None = param(None, ge=0)
     """A code value counts as firing when |h| > this; default 1e-2 for sigmoid codes, else 0."""
-    dead_window: int = 60000
+    dead_window: int = param(60000, gt=0)
     """A code unit that has not fired for this many training examples counts as dead (AuxK)."""
-    topk_kernel: str = "dense"
+    topk_kernel: str = param("dense", choices=("dense", "sparse"))
     """Training step of a wide TopK model: 'dense' or 'sparse' (gathers only the k active latents'
     decoder rows; encoder gradients only for them; kernels.py)."""
 
@@ -74,96 +317,85 @@ class ModelConfig:
         acts[-1] = self.code_activation or self.activation
         return acts
 
+    def parameter_count(self) -> int:
+        """A rough size of the model: its layers' weights (in x out each), plus the two d x d
+        matrices of a ZCA transform."""
+        enc = [self.input_dim, *self.hidden]
+        dec = [self.hidden[-1], *self.decoder_sizes(), self.input_dim]
+        n = sum(a * b for a, b in zip(enc, enc[1:]))
+        if not self.tied:
+            n += sum(a * b for a, b in zip(dec, dec[1:]))
+        if self.input_transform == "zca":
+            n += 2 * self.input_dim ** 2
+        return n
+
     def validate(self) -> None:
-        if self.input_dim <= 0:
-            raise SparseAEError(f"input_dim must be positive, got {self.input_dim}")
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise SparseAEError(f"hidden sizes must be positive integers, got {self.hidden}")
-        for name in ("activation", "output_activation"):
-            _check_choice(name, getattr(self, name), ACTIVATIONS)
-        if self.code_activation is not None:
-            _check_choice("code_activation", self.code_activation, ACTIVATIONS)
-        if self.decoder is not None and any(h <= 0 for h in self.decoder):
-            raise SparseAEError(f"decoder sizes must be positive integers, got {self.decoder}")
+        check_fields(self)
         if self.tied and self.decoder_sizes() != list(reversed(self.hidden[:-1])):
-            raise SparseAEError("tied weights need the decoder to mirror the encoder (leave decoder unset)")
-        _check_choice("topk", self.topk, TOPK_MODES)
+            raise SparseAEError("model.tied needs the decoder to mirror the encoder (leave model.decoder unset); "
+                                f"got model.decoder {self.decoder}")
         if self.topk != "none":
-            if self.k is None or self.k <= 0:
-                raise SparseAEError(f"k must be a positive integer with topk '{self.topk}', got {self.k}")
+            if self.k is None:
+                raise SparseAEError(f"model.k must be a positive integer with topk '{self.topk}'; got None")
             if self.k > self.hidden[-1]:
-                raise SparseAEError(f"k must be at most the code size {self.hidden[-1]}, got {self.k}")
-        if not (self.encode_alpha >= 1.0) or not math.isfinite(self.encode_alpha):
-            raise SparseAEError(f"encode_alpha must be >= 1, got {self.encode_alpha}")
-        if self.active_threshold is not None and not self.active_threshold >= 0.0:
-            raise SparseAEError(f"active_threshold must be >= 0, got {self.active_threshold}")
-        if self.dead_window <= 0:
-            raise SparseAEError(f"dead_window must be positive, got {self.dead_window}")
-        _check_choice("topk_kernel", self.topk_kernel, ("dense", "sparse"))
+                raise SparseAEError(f"model.k must be at most the code size {self.hidden[-1]}; got {self.k}")
         if self.topk_kernel == "sparse":
-            from .model.kernels import check_sparse_kernel
             check_sparse_kernel(self)
+        n = self.parameter_count()
+        if n > MAX_PARAMETERS:
+            raise SparseAEError(
+                f"model.input_dim {self.input_dim} with model.hidden {show(self.hidden)} makes a model of {n:,} "
+                f"float32 weights ({4 * n / 2**30:.1f} GiB); at most {MAX_PARAMETERS:,} (2**31) are allowed")
 
 
 @dataclass
 class SparsityConfig:
     """The penalty on hidden activations and the weight decay."""
 
-    penalty: str = "kl"
+    penalty: str = param("kl", choices=PENALTIES)
     """'kl' (Bernoulli KL to a target rate rho), 'l1', 'none', or 'topk' (no penalty term:
     sparsity by construction; sets model.topk to 'topk' if it is 'none')."""
-    rho: float = 0.05
+    rho: float = param(0.05, gt=0, lt=1)
     """Target mean activation of each penalised unit (KL)."""
-    beta: float = 0.003
+    beta: float = param(0.003, ge=0)
     """Weight of the sparsity penalty (KL or L1). The tutorial's 0.001 leaves a 256-unit sigmoid code
     at a mean activation of 0.072 for rho 0.05 after 10 epochs; 0.003 brings it to 0.058."""
     layers: list[int] = field(default_factory=lambda: [-1])
     """Encoder layers penalised (indices into `hidden`); default: the code layer."""
-    rho_hat: str = "batch"
+    rho_hat: str = param("batch", choices=("batch", "running"))
     """How rho_hat is estimated: 'batch' (mean over the batch) or 'running' (EMA across batches)."""
-    rho_momentum: float = 0.9
+    rho_momentum: float = param(0.9, ge=0, lt=1)
     """EMA momentum of the running rho_hat estimate."""
-    weight_decay: float = 0.0
+    weight_decay: float = param(0.0, ge=0)
     """lambda in Ng's lambda/2 * sum ||W||^2 (weights only, not biases)."""
     auxk: bool = False
     """AuxK loss: the top k_aux dead code units reconstruct the residual (needs a topk model)."""
-    auxk_coef: float = 1 / 32
+    auxk_coef: float = param(1 / 32, ge=0)
     """Weight of the AuxK loss."""
-    k_aux: int | None = None
+    k_aux: int | None = param(None, gt=0)
     """Dead units used by AuxK; default input_dim / 2 (capped at the code size)."""
 
     def validate(self, model: ModelConfig) -> None:
-        _check_choice("penalty", self.penalty, PENALTIES)
-        _check_choice("rho_hat", self.rho_hat, ("batch", "running"))
-        if not (0.0 < self.rho < 1.0) or not math.isfinite(self.rho):
-            raise SparseAEError(f"rho must be in (0, 1), got {self.rho}")
-        if not (self.beta >= 0.0) or not math.isfinite(self.beta):
-            raise SparseAEError(f"beta must be >= 0, got {self.beta}")
-        if not (self.weight_decay >= 0.0) or not math.isfinite(self.weight_decay):
-            raise SparseAEError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not (0.0 <= self.rho_momentum < 1.0):
-            raise SparseAEError(f"rho_momentum must be in [0, 1), got {self.rho_momentum}")
+        check_fields(self)
         n = len(model.hidden)
         for i in self.layers:
             if not -n <= i < n:
-                raise SparseAEError(f"penalised layer {i} does not exist: the encoder has {n} hidden layers")
+                raise SparseAEError(f"sparsity.layers: penalised layer {i} does not exist; model.hidden has {n} "
+                                    f"layers (indices {-n} to {n - 1})")
         if self.auxk:
             if len(model.hidden) != 1 or model.decoder_sizes():
-                raise SparseAEError("auxk needs a single-layer autoencoder (one hidden size, no decoder layers)")
+                raise SparseAEError("sparsity.auxk needs a single-layer autoencoder (one model.hidden size, "
+                                    "no model.decoder layers)")
             if model.topk == "none" and self.penalty != "topk":
-                raise SparseAEError("auxk needs a topk or batchtopk model (--penalty topk --k K)")
-            if not (self.auxk_coef >= 0.0) or not math.isfinite(self.auxk_coef):
-                raise SparseAEError(f"auxk_coef must be >= 0, got {self.auxk_coef}")
-            if self.k_aux is not None and self.k_aux <= 0:
-                raise SparseAEError(f"k_aux must be positive, got {self.k_aux}")
+                raise SparseAEError("sparsity.auxk needs a topk or batchtopk model (model.topk, or penalty 'topk', "
+                                    "with model.k)")
         if self.penalty == "kl":
             acts = model.layer_activations()
             for i in self.layers:
                 if acts[i] not in BOUNDED_ACTIVATIONS:
                     raise SparseAEError(
-                        f"the KL penalty needs activations in (0, 1) but layer {i % n} uses "
-                        f"'{acts[i]}'; use --activation sigmoid (or --code-activation sigmoid), "
-                        "or --penalty l1")
+                        f"the KL penalty needs activations in (0, 1) but layer {i % n} uses '{acts[i]}'; "
+                        "set model.activation (or model.code_activation) to 'sigmoid', or penalty to 'l1'")
 
 
 @dataclass
@@ -174,48 +406,49 @@ class TrainConfig:
     """Name of the data set."""
     data_dir: str | None = None
     """Where the data files are (default: search the usual places)."""
-    epochs: int = 10
+    epochs: int = param(10, gt=0)
     """Number of passes over the training data."""
-    batch_size: int = 256
+    batch_size: int = param(256, gt=0)
     """Examples per step."""
-    lr: float = 1e-3
+    lr: float = param(1e-3, gt=0)
     """Learning rate."""
-    optimizer: str = "adam"
+    optimizer: str = param("adam", choices=OPTIMIZERS)
     """'adam' or 'sgd' (minibatches), or 'lbfgs' or 'cg' (full batch, scipy; see max_iter)."""
-    max_iter: int = 400
+    max_iter: int = param(400, gt=0)
     """Iterations of the full-batch optimizers (lbfgs, cg)."""
-    threads: int | None = None
+    threads: int | None = param(None, gt=0)
     """CPU threads the full-batch optimizers use (default: torch's setting); 1 is fastest for
     small models on a busy machine."""
-    init: str = "default"
+    init: str = param("default", choices=INITS)
     """Weight initialisation: 'default' (PyTorch's), 'ng' (UFLDL: W ~ U[-r, r],
     r = sqrt(6 / (n_in + n_out + 1)), zero biases) or 'he' (Kaiming normal for ReLU layers)."""
-    momentum: float = 0.9
+    momentum: float = param(0.9, ge=0)
     """SGD momentum."""
-    recon: str = "mse"
+    recon: str = param("mse", choices=("mse", "half_sse"))
     """Reconstruction loss: 'mse' (mean over examples and features, as nn.MSELoss) or
     'half_sse' (Ng: 1/2 * squared error summed over features, mean over examples)."""
-    seed: int = 0
+    seed: int = param(0, ge=0, le=2**63 - 1)
     """Seed for initialisation and shuffling."""
-    device: str = "auto"
+    device: str = param("auto", choices=("auto", "cpu", "cuda"))
     """'auto', 'cpu' or 'cuda'."""
-    target_val_mse: float | None = None
+    target_val_mse: float | None = param(None, ge=0)
     """Stop as soon as the validation MSE is at or below this value."""
-    limit_train: int | None = None
+    limit_train: int | None = param(None, gt=0)
     """Use only the first N training examples."""
-    dead_threshold: float = 1e-3
+    dead_threshold: float = param(1e-3, ge=0)
     """A unit whose mean activation is below this is counted as near-dead."""
-    classes: list[int] | None = None
+    classes: list[int] | None = param(None, ge=0, nonempty=True)
     """Train only on examples of these labels (e.g. 5,6,7,8,9 for self-taught learning)."""
-    patch_size: int = 8
+    # The photos are a few hundred pixels on a side: larger patches or blocks leave nothing to cut.
+    patch_size: int = param(8, ge=1, le=1024)
     """Side of the square patches (dataset 'patches')."""
-    num_patches: int = 10000
+    num_patches: int = param(10000, gt=0)
     """Training patches to cut (dataset 'patches'; plus num_patches / 5 held-out ones)."""
-    patch_channels: int = 1
+    patch_channels: int = param(1, choices=(1, 3))
     """1 (grey) or 3 (colour, e.g. for a linear decoder with ZCA) (dataset 'patches')."""
     whiten_images: bool = True
     """Flatten the photos' 1/f spectrum before cutting patches, like the exercise's IMAGES (dataset 'patches')."""
-    image_downsample: int = 2
+    image_downsample: int = param(2, ge=1, le=64)
     """Average the photos over d x d pixel blocks before cutting patches (dataset 'patches')."""
     patch_normalize: bool = True
     """Normalise patches as the exercise does (own mean removed, clipped at 3 std, mapped to
@@ -224,13 +457,13 @@ class TrainConfig:
     """Array file for dataset 'array': .npy, .npz, .safetensors, .parquet or .csv (examples x features)."""
     data_key: str | None = None
     """Which array of a .npz/.safetensors file, or comma-separated columns of a .parquet file (dataset 'array')."""
-    val_fraction: float = 0.1
+    val_fraction: float = param(0.1, gt=0, lt=1)
     """Share of the file's rows, taken from its end, used for validation (dataset 'array')."""
-    stream: str = "auto"
+    stream: str = param("auto", choices=("auto", "yes", "no"))
     """Stream the array file in shuffled chunks: 'auto' (when it is larger than 1/4 of free memory), 'yes' or 'no'."""
-    checkpoint_every: int = 0
+    checkpoint_every: int = param(0, ge=0)
     """Also checkpoint every N steps (0: only after each epoch); checkpoints go to the run folder."""
-    precision: str = "fp32"
+    precision: str = param("fp32", choices=PRECISIONS)
     """'fp32', 'tf32' (TensorFloat-32 matmuls on GPUs) or 'bf16' (autocast forward pass, float32 loss)."""
     compile: bool = False
     """Compile the forward pass and loss with torch.compile."""
@@ -249,40 +482,9 @@ class TrainConfig:
                 "image_downsample": self.image_downsample, "normalize": self.patch_normalize, "seed": self.seed}
 
     def validate(self) -> None:
-        if self.max_iter <= 0:
-            raise SparseAEError(f"max_iter must be positive, got {self.max_iter}")
-        if self.threads is not None and self.threads <= 0:
-            raise SparseAEError(f"threads must be positive, got {self.threads}")
-        _check_choice("init", self.init, INITS)
-        if self.patch_size <= 0:
-            raise SparseAEError(f"patch_size must be positive, got {self.patch_size}")
-        if self.num_patches <= 0:
-            raise SparseAEError(f"num_patches must be positive, got {self.num_patches}")
-        if self.patch_channels not in (1, 3):
-            raise SparseAEError(f"patch_channels must be 1 or 3, got {self.patch_channels}")
-        if self.image_downsample <= 0:
-            raise SparseAEError(f"image_downsample must be positive, got {self.image_downsample}")
-        if self.classes is not None and not self.classes:
-            raise SparseAEError("classes must name at least one label")
-        if self.epochs <= 0:
-            raise SparseAEError(f"epochs must be positive, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise SparseAEError(f"batch_size must be positive, got {self.batch_size}")
-        if not (self.lr > 0.0) or not math.isfinite(self.lr):
-            raise SparseAEError(f"lr must be positive, got {self.lr}")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("recon", self.recon, ("mse", "half_sse"))
-        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        if self.limit_train is not None and self.limit_train <= 0:
-            raise SparseAEError(f"limit_train must be positive, got {self.limit_train}")
+        check_fields(self)
         if self.dataset == "array" and not self.data:
-            raise SparseAEError("dataset 'array' needs a file: --data PATH")
-        if not (0.0 < self.val_fraction < 1.0):
-            raise SparseAEError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        _check_choice("stream", self.stream, ("auto", "yes", "no"))
-        if self.checkpoint_every < 0:
-            raise SparseAEError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        _check_choice("precision", self.precision, ("fp32", "tf32", "bf16"))
+            raise SparseAEError("dataset 'array' needs train.data, the path of the array file")
 
 
 @dataclass
@@ -294,33 +496,73 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        """Every rule a run's settings must satisfy, the machine aside (training/accel.py)."""
         if self.sparsity.penalty == "topk" and self.model.topk == "none":
             self.model.topk = "topk"  # --penalty topk --k K is the short spelling
         self.model.validate()
         self.sparsity.validate(self.model)
         self.train.validate()
+        check_step_options(self.train, self.model, self.sparsity)
+        if self.train.optimizer in FULL_BATCH_OPTIMIZERS:
+            check_full_batch_model(self.model)
+
+    def validate_stack(self, finetune: str) -> None:
+        """validate(), and what greedy layer-wise training (apps/stacked.py) needs."""
+        self.validate()
+        _choice("finetune", finetune, FINETUNE_MODES)
+        m = self.model
+        if len(m.hidden) < 2:
+            raise SparseAEError(f"a stack needs at least two hidden layers; got model.hidden {m.hidden}")
+        if m.decoder is not None or m.pre_bias:
+            raise SparseAEError("stacked training builds a mirrored decoder without pre_bias; "
+                                "leave model.decoder and model.pre_bias unset")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        return cls(model=_build(ModelConfig, d.get("model", {})),
-                   sparsity=_build(SparsityConfig, d.get("sparsity", {})),
-                   train=_build(TrainConfig, d.get("train", {})))
+    def from_dict(cls, d: Any) -> "RunConfig":
+        """The configuration a parsed JSON object describes (config.json, or defaults and flags merged):
+        every value's type is checked and unknown keys are refused; missing keys take their defaults.
+        The rules come with validate()."""
+        return build(cls, d)
 
 
-def _build(cls, d: dict[str, Any]):
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise SparseAEError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
-    return cls(**d)
+_SECTIONS = {ModelConfig: "model", SparsityConfig: "sparsity", TrainConfig: "train"}
 
 
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SparseAEError(f"{name} must be one of {', '.join(allowed)}; got '{value}'")
+def check_sparse_kernel(model: ModelConfig) -> None:
+    """The sparse path computes one relu TopK layer with a linear output (the modern SAE)."""
+    if model.topk != "topk" or len(model.hidden) != 1 or model.decoder_sizes() or model.tied:
+        raise SparseAEError("model.topk_kernel 'sparse' needs a single-layer, untied TopK model (model.topk "
+                            "'topk' with model.k, one model.hidden size)")
+    if model.layer_activations()[-1] != "relu" or model.output_activation != "linear":
+        raise SparseAEError("model.topk_kernel 'sparse' needs model.code_activation 'relu' and "
+                            "model.output_activation 'linear'")
+
+
+def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: SparsityConfig) -> None:
+    """What the fast training step (training/accel.py) cannot do, on any machine."""
+    if model.topk_kernel == "sparse" and sparsity.auxk:
+        raise SparseAEError("model.topk_kernel 'sparse' does not compute AuxK (it needs every pre-activation); "
+                            "use topk_kernel 'dense' with sparsity.auxk")
+    if train.cuda_graph:
+        reasons = []
+        if sparsity.rho_hat == "running":
+            reasons.append("sparsity.rho_hat 'running' (its estimate is replaced every step)")
+        if model.topk == "batchtopk":
+            reasons.append("model.topk 'batchtopk' (data-dependent selection size)")
+        if sparsity.auxk:
+            reasons.append("sparsity.auxk (counts dead units on the CPU)")
+        if reasons:
+            raise SparseAEError("train.cuda_graph cannot be used with " + "; ".join(reasons))
+
+
+def check_full_batch_model(model: ModelConfig) -> None:
+    """What a full-batch optimizer (training/fullbatch.py) cannot train."""
+    if model.unit_norm_decoder:
+        raise SparseAEError("model.unit_norm_decoder is a constraint applied between minibatch steps; "
+                            "use optimizer 'adam' or 'sgd' with it")
 
 
 # The seed tutorial's network (784-256-128-64-32-16, mirrored) with a correct KL:

@@ -50,7 +50,7 @@ def family_config(base: RunConfig, family: str, value: float) -> RunConfig:
 
 def check_grid(grid: dict[str, list[float]]) -> None:
     if not any(grid.values()):
-        raise SparseAEError("empty grid: give at least one value (--k, --kl-beta or --l1-beta)")
+        raise SparseAEError("empty grid: give at least one value of k (topk) or of beta (kl, l1)")
     for family, values in grid.items():
         if family not in FAMILIES:
             raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")

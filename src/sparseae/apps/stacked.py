@@ -28,15 +28,12 @@ import torch.nn as nn
 from ..config import RunConfig
 from ..data import Dataset, load_dataset
 from ..data.dataset import require_in_memory, require_labels, select_classes
-from ..errors import SparseAEError
 from ..analysis.metrics import evaluate
 from ..model import SparseAutoencoder
 from ..analysis.probe import encode_features, train_softmax
 from ..run.rundir import RunDir
 from ..training.loop import resolve_device
 from ..training.session import train
-
-FINETUNE_MODES = ("unsupervised", "supervised", "none")
 
 
 @dataclass
@@ -101,15 +98,8 @@ def train_stacked(config: RunConfig, out: str | Path | None = None, dataset: Dat
                   finetune: str = "unsupervised", finetune_epochs: int | None = None,
                   finetune_iter: int = 100, progress: bool = True) -> StackResult:
     """Greedy layer-wise pretraining of `config.model.hidden`, then fine-tuning of the whole stack."""
-    config.validate()
-    if finetune not in FINETUNE_MODES:
-        raise SparseAEError(f"finetune must be one of {', '.join(FINETUNE_MODES)}; got '{finetune}'")
+    config.validate_stack(finetune)
     m = config.model
-    if len(m.hidden) < 2:
-        raise SparseAEError(f"a stack needs at least two hidden layers, got {m.hidden}")
-    if m.decoder is not None or m.pre_bias:
-        raise SparseAEError("stacked training builds a mirrored decoder without pre_bias; "
-                            "leave decoder and pre_bias unset")
     tc = config.train
     if dataset is None:
         dataset = load_dataset(tc.dataset, tc.data_dir, **tc.dataset_options())

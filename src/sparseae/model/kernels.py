@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import SparseAEError
 from .output import AutoencoderOutput
 
 
@@ -98,15 +97,6 @@ def topk_encode(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: in
 
 def sparse_decode(values: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return SparseDecode.apply(values, indices, weight)
-
-
-def check_sparse_kernel(config) -> None:
-    """The sparse path computes one relu TopK layer with a linear output (the modern SAE)."""
-    if config.topk != "topk" or len(config.hidden) != 1 or config.decoder_sizes() or config.tied:
-        raise SparseAEError("topk_kernel 'sparse' needs a single-layer, untied TopK model (--topk topk --k K, "
-                            "one --hidden size)")
-    if config.layer_activations()[-1] not in ("relu",) or config.output_activation != "linear":
-        raise SparseAEError("topk_kernel 'sparse' needs --code-activation relu and --output-activation linear")
 
 
 def sparse_topk_forward(model, x: torch.Tensor) -> AutoencoderOutput:

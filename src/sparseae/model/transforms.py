@@ -11,18 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import SparseAEError
-
-TRANSFORMS = ("none", "standardize", "zca")
-
 
 class InputTransform(nn.Module):
-    """y = (x - mean) @ matrix.T (zca) or (x - mean) / scale (standardize), or x."""
+    """y = (x - mean) @ matrix.T (zca) or (x - mean) / scale (standardize), or x.
+
+    `kind` is ModelConfig.input_transform, checked there (config.INPUT_TRANSFORMS).
+    """
 
     def __init__(self, kind: str, dim: int, eps: float = 0.1):
         super().__init__()
-        if kind not in TRANSFORMS:
-            raise SparseAEError(f"input_transform must be one of {', '.join(TRANSFORMS)}; got '{kind}'")
         self.kind, self.eps = kind, eps
         if kind != "none":
             self.register_buffer("mean", torch.zeros(dim))

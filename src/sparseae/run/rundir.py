@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import RunConfig
+from ..config import RunConfig, in_file
 from ..errors import SparseAEError
 from .files import atomic_write, atomic_write_text
 from ..model import SparseAutoencoder
@@ -33,19 +33,33 @@ class RunDir:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_text(self.file(name), json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, missing: str | None = None) -> Any:
+        """The parsed JSON file `name`; `missing`: the message if there is none."""
+        path = self.file(name)
         try:
-            return json.loads(self.file(name).read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise SparseAEError(f"{self.path} is not a run folder (no {name})") from None
+            raise SparseAEError(missing or f"{self.path} is not a run folder (no {name})") from None
         except json.JSONDecodeError as e:
-            raise SparseAEError(f"{self.file(name)}: invalid JSON ({e})") from None
+            raise SparseAEError(f"{path}: invalid JSON ({e})") from None
+        except RecursionError:  # json's parser recurses once per level of nesting
+            raise SparseAEError(f"{path}: invalid JSON (nested too deeply)") from None
+        except UnicodeDecodeError as e:
+            raise SparseAEError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise SparseAEError(f"{path}: cannot read ({e.strerror})") from None
 
     def write_config(self, config: RunConfig) -> None:
         self.write_json("config.json", config.to_dict())
 
     def read_config(self) -> RunConfig:
-        return RunConfig.from_dict(self.read_json("config.json"))
+        """config.json, checked as any RunConfig is: a value of the wrong type, an unknown key or a
+        setting out of range raises a SparseAEError that names the file, the key and the value."""
+        data = self.read_json("config.json")
+        with in_file(self.file("config.json")):
+            config = RunConfig.from_dict(data)
+            config.validate()
+        return config
 
     def save_model(self, model: SparseAutoencoder) -> None:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -76,8 +90,22 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         state = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise SparseAEError(f"{weights}: cannot read weights ({e})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise SparseAEError(f"{weights} does not match config.json: {str(e).splitlines()[0]}") from None
+    with in_file(weights):
+        check_tensors(state, model.state_dict())
+    model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def check_tensors(found: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Refuse tensors (`prefix` + name) that do not fit the model config.json describes (`wanted`):
+    one missing, one too many, another shape. Before any is copied: copy_ would broadcast."""
+    for k, v in wanted.items():
+        if prefix + k not in found:
+            raise SparseAEError(f"no tensor {prefix}{k}, which the model of config.json has: another model?")
+        got = found[prefix + k]
+        if got.shape != v.shape:
+            raise SparseAEError(f"{prefix}{k} has shape {list(got.shape)} but the model of config.json "
+                                f"needs {list(v.shape)}")
+    extra = sorted(k for k in found if k.startswith(prefix) and k[len(prefix):] not in wanted)
+    if extra:
+        raise SparseAEError(f"tensor {extra[0]} is not in the model of config.json: another model?")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..config import ModelConfig, SparsityConfig, TrainConfig, check_step_options
 from ..errors import SparseAEError
 from ..model import AutoencoderOutput
 from ..model.collectives import ONE_PROCESS, Collectives
@@ -55,25 +56,21 @@ def as_float32(out: AutoencoderOutput) -> AutoencoderOutput:
     return out._replace(recon=out.recon.float(), target=out.target.float())
 
 
-def check_options(cfg, model_cfg, sparsity_cfg, device: torch.device, distributed: bool) -> None:
-    """Refuse combinations that cannot work: sparse kernels with AuxK; what a CUDA graph cannot record."""
-    if getattr(model_cfg, "topk_kernel", "dense") == "sparse" and getattr(sparsity_cfg, "auxk", False):
-        raise SparseAEError("topk_kernel 'sparse' does not compute AuxK (it needs every pre-activation); "
-                            "use --topk-kernel dense with --auxk")
+def check_device_options(cfg: TrainConfig, device: torch.device, distributed: bool) -> None:
+    """What a CUDA graph needs of the machine: a CUDA device, one process. The rules that depend on
+    the settings alone are RunConfig.validate's (config.check_step_options)."""
     if cfg.cuda_graph:
         if device.type != "cuda":
-            raise SparseAEError("cuda_graph needs a CUDA device (--device cuda)")
-        reasons = []
-        if sparsity_cfg.rho_hat == "running":
-            reasons.append("rho_hat 'running' (its estimate is replaced every step)")
-        if getattr(model_cfg, "topk", "none") == "batchtopk":
-            reasons.append("batchtopk (data-dependent selection size)")
-        if getattr(sparsity_cfg, "auxk", False):
-            reasons.append("auxk (counts dead units on the CPU)")
+            raise SparseAEError("train.cuda_graph needs a CUDA device (device 'cuda')")
         if distributed:
-            reasons.append("data-parallel training")
-        if reasons:
-            raise SparseAEError("cuda_graph cannot be used with " + "; ".join(reasons))
+            raise SparseAEError("train.cuda_graph cannot be used with data-parallel training")
+
+
+def check_options(cfg: TrainConfig, model_cfg: ModelConfig, sparsity_cfg: SparsityConfig, device: torch.device,
+                  distributed: bool) -> None:
+    """Refuse combinations that cannot work: sparse kernels with AuxK; what a CUDA graph cannot record."""
+    check_step_options(cfg, model_cfg, sparsity_cfg)
+    check_device_options(cfg, device, distributed)
 
 
 def forward_loss(model: torch.nn.Module, objective: Callable, precision: str, compile: bool,

@@ -161,7 +161,7 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource 
     device = resolve_device(tc.device)
     collectives = from_environment(device) or ONE_PROCESS
     distributed = collectives is not ONE_PROCESS
-    accel.check_options(tc, config.model, config.sparsity, device, distributed)
+    accel.check_device_options(tc, device, distributed)  # the settings' own rules: config.validate()
     full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
     if full_batch and (not data.in_memory or resume or distributed):  # before any file
         raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
