@@ -115,14 +115,6 @@ def test_command_start_values_show_in_help_and_apply():
     assert (config.model.hidden, config.sparsity.penalty, config.train.epochs) == ([52], "l1", 7)
 
 
-def test_mirrored_choices_agree_with_the_library():
-    pytest.importorskip("scipy")
-    from sparseae.apps import cluster, monitor
-
-    assert cli_args.LIMIT_METHODS == monitor.LIMIT_METHODS
-    assert (cli_args.GRAPHS, cli_args.FEATURE_SETS) == (cluster.GRAPHS, cluster.FEATURE_SETS)
-
-
 def test_sweep_empty_grid_error_names_the_grid_flag(tmp_path, capsys):
     assert main(["sweep", "--out", str(tmp_path / "sw"), "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -38,6 +38,9 @@ INITS = ("default", "ng", "he")
 INPUT_TRANSFORMS = ("none", "standardize", "zca")
 PRECISIONS = ("fp32", "tf32", "bf16")
 FINETUNE_MODES = ("unsupervised", "supervised", "none")  # apps/stacked.py
+LIMIT_METHODS = ("kde", "theory")  # apps/monitor.py: control limits from a KDE or from theory
+GRAPHS = ("karate",)  # apps/cluster.py: built-in graphs
+FEATURE_SETS = ("wine", "iris", "digits")  # apps/cluster.py: built-in feature sets
 # Float32 weights a model may have (8 GiB), checked before anything is allocated.
 MAX_PARAMETERS = 2**31
 

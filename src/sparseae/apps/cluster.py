@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import FEATURE_SETS
 from ..errors import SparseAEError
 
-GRAPHS = ("karate",)
-FEATURE_SETS = ("wine", "iris", "digits")
 
 
 @dataclass

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from scipy import optimize, stats
 
+from ..config import LIMIT_METHODS
 from ..errors import SparseAEError
 
 if TYPE_CHECKING:
     from sklearn.preprocessing import StandardScaler
 
 STATISTICS = ("t2", "spe")
-LIMIT_METHODS = ("kde", "theory")
 
 
 class Reconstructor(Protocol):

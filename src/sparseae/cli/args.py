@@ -28,7 +28,7 @@ import argparse
 import copy
 from typing import Any
 
-from ..config import PRESETS, RunConfig, TrainConfig
+from ..config import FEATURE_SETS, GRAPHS, LIMIT_METHODS, PRESETS, RunConfig, TrainConfig
 
 # What --device means when it is not given, in every command: cuda when there is one.
 DEFAULT_DEVICE = TrainConfig.device
@@ -135,11 +135,6 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--patch-normalize": ("train", "patch_normalize", _YES_NO),
 }
 
-# Mirrors of apps.monitor.LIMIT_METHODS and apps.cluster.GRAPHS / FEATURE_SETS, which import
-# numpy and scipy; tests/test_cli_structure.py checks that they agree.
-LIMIT_METHODS = ("kde", "theory")
-GRAPHS = ("karate",)
-FEATURE_SETS = ("wine", "iris", "digits")
 
 # --- the other flags -----------------------------------------------------------------------------
 

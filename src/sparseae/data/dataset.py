@@ -71,6 +71,11 @@ class Dataset:
         return self.test.to(device)
 
 
+def first_rows(rows: torch.Tensor | Iterable[torch.Tensor], n: int) -> torch.Tensor:
+    """The first `n` of validation rows as a tensor, whether in memory or chunks of a file."""
+    return rows[:n] if torch.is_tensor(rows) else rows.head(n)
+
+
 def require_labels(data: DataSource, what: str) -> None:
     """Refuse, in one line, work that needs labels on a data set without them."""
     if data.train_labels is None or data.test_labels is None:

@@ -83,6 +83,7 @@ def _density_picture(run: RunDir, tmp: Path, data_dir: str | None) -> tuple[Path
     if run.file("feature_density.png").is_file():
         return run.file("feature_density.png"), "from the run folder"
     from ..data import load_dataset
+    from ..data.dataset import first_rows
     from ..analysis.metrics import unit_firing_frequency
     from .pictures import save_feature_density
     from .rundir import load_run
@@ -94,9 +95,7 @@ def _density_picture(run: RunDir, tmp: Path, data_dir: str | None) -> tuple[Path
         data = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
     except SparseAEError as e:
         return None, f"not in the run folder and not computable here: {e}"
-    val = data.validation(torch.device("cpu"))
-    # a streamed file's validation rows are chunks: read only the first DENSITY_ROWS of them
-    rows = val[:DENSITY_ROWS] if data.in_memory else val.head(DENSITY_ROWS)
+    rows = first_rows(data.validation(torch.device("cpu")), DENSITY_ROWS)  # of a streamed file: read only these
     path = tmp / "feature_density.png"
     save_feature_density(unit_firing_frequency(model, rows.to(torch.float32)).numpy(), path)
     return path, f"computed now on {len(rows)} held-out rows of the {tc.dataset} data set"

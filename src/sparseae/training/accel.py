@@ -29,7 +29,6 @@ from ..model.collectives import ONE_PROCESS, Collectives
 if TYPE_CHECKING:
     from ..objective import LossParts
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 

@@ -138,7 +138,7 @@ def _check_finite(model: SparseAutoencoder, row: dict[str, Any], bar) -> None:
     if not torch.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         bar.close()
         raise SparseAEError(f"training diverged at epoch {row['epoch']} (loss {row['train_loss']}, "
-                            "or weights no longer finite); lower --lr")
+                            "or weights no longer finite); lower lr")
 
 
 def _save_checkpoint(checkpoint: Checkpointer | None, model: SparseAutoencoder, optimizer, objective,

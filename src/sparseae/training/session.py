@@ -22,7 +22,7 @@ import torch
 from ..analysis.metrics import unit_firing_frequency
 from ..config import FULL_BATCH_OPTIMIZERS, RunConfig
 from ..data import DataSource, load_dataset
-from ..data.dataset import select_classes
+from ..data.dataset import first_rows, select_classes
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
@@ -31,7 +31,7 @@ from ..run.rundir import RunDir
 from . import accel
 from .checkpoint import Checkpointer
 from .distributed import from_environment
-from .fullbatch import check_model as check_full_batch_model, fit_full_batch
+from .fullbatch import fit_full_batch
 from .loop import fit, resolve_device
 
 N_RECON = 10  # validation images shown in each reconstructions/epoch_NNN.png
@@ -103,7 +103,7 @@ class EpochArtifacts:
 
     def __init__(self, run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, history: list):
         self.run, self.model, self.data, self.history = run, model, data, history
-        self.shown = _head(val_x, N_RECON) if data.image_shape else None
+        self.shown = first_rows(val_x, N_RECON) if data.image_shape else None
 
     def __call__(self, row: dict[str, Any]) -> None:
         from ..run.pictures import save_loss_plot, save_reconstructions
@@ -135,12 +135,8 @@ def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summa
         # filters on the raw input (W @ ZCA for a whitened model, as UFLDL shows them)
         filters = model.input_transform.compose(model.encoder[0].weight.detach())
         save_features(filters.float().cpu().numpy(), data.image_shape, run.file("features.png"))
-    save_feature_density(unit_firing_frequency(model, _head(val_x, 65536)), run.file("feature_density.png"))
+    save_feature_density(unit_firing_frequency(model, first_rows(val_x, 65536)), run.file("feature_density.png"))
     run.write_json("summary.json", summary)
-
-
-def _head(rows, n: int) -> torch.Tensor:
-    return rows[:n] if torch.is_tensor(rows) else rows.head(n)
 
 
 def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource | None = None,
@@ -165,8 +161,6 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource 
     full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
     if full_batch and (not data.in_memory or resume or distributed):  # before any file
         raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
-    if full_batch:
-        check_full_batch_model(config.model)
     accel.set_matmul_precision(tc.precision, device)
     torch.manual_seed(tc.seed)
     train_x = data.training(device, tc.batch_size, tc.limit_train)
