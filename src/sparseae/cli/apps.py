@@ -174,7 +174,8 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cluster_source(args: argparse.Namespace):
-    from ..apps.cluster import FEATURE_SETS, GRAPHS, Graph, feature_set, karate, load_graph, similarity_from_features
+    from ..apps.cluster import Graph, feature_set, karate, load_graph, similarity_from_features
+    from ..config import FEATURE_SETS, GRAPHS
 
     if args.graph is not None:
         if args.graph in GRAPHS:
