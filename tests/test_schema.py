@@ -13,8 +13,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from sparseae.cli import main
-from sparseae.config import (MAX_PARAMETERS, ModelConfig, RunConfig, SparsityConfig, TrainConfig, build, in_file,
-                             param)
+from sparseae.config import MAX_PARAMETERS, ModelConfig, RunConfig, SparsityConfig, TrainConfig
+from sparseae.schema import build, in_file, param
 from sparseae.errors import SparseAEError
 from sparseae.model import SparseAutoencoder
 

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import RunConfig, in_file
+from ..config import RunConfig
+from ..schema import in_file
 from ..errors import SparseAEError
 from .files import atomic_write, atomic_write_text
 from ..model import SparseAutoencoder

@@ -27,7 +27,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..config import RunConfig, build, in_file, param, show
+from ..config import RunConfig
+from ..schema import build, in_file, param, show
 from ..errors import SparseAEError
 from ..objective import LossParts
 from ..run.files import atomic_write, atomic_write_text, write_bytes_synced
