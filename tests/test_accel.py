@@ -79,7 +79,7 @@ def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
         sc, tc = SparsityConfig(penalty="kl", beta=1.0, rho=0.1), dict(optimizer="adam", lr=1e-2)
     else:
         mc = ModelConfig(input_dim=10, hidden=[16], activation="relu", output_activation="linear", topk="topk",
-                         k=3, unit_norm_decoder=True, pre_bias=True)
+                         k=3, unit_norm_decoder=True, pre_bias=True, bias_init="default")
         sc, tc = SparsityConfig(penalty="topk"), dict(optimizer="sgd", lr=0.05, momentum=0.9)
 
     def run(graph: bool):

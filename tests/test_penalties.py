@@ -93,7 +93,7 @@ def test_gradcheck_full_loss(penalty, activation):
     torch.manual_seed(0)
     mc = ModelConfig(input_dim=5, hidden=[4, 3], activation=activation)
     model = SparseAutoencoder(mc).double()
-    sc = SparsityConfig(penalty=penalty, rho=0.1, beta=0.7, weight_decay=0.01)
+    sc = SparsityConfig(penalty=penalty, rho=0.1, beta=0.7, weight_decay=0.01, decoder_norm_l1=False)
     sc.validate(mc)
     objective = Objective(sc)
     x = torch.rand(7, 5, dtype=torch.float64)

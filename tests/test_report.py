@@ -1,7 +1,5 @@
 import base64
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -70,11 +68,14 @@ def test_report_is_self_contained_with_every_section(run_dir, capsys):
     assert "report.html" in capsys.readouterr().out
     page = _check_page((run_dir / "report.html").read_text(encoding="utf-8"))
     assert page.h2 == ["Loss curves", "Reconstructions across epochs", "Learned features", "Feature density",
-                       "Summary", "Metrics per epoch", "Configuration"]
+                       "Feature browser", "Summary", "Metrics per epoch", "Configuration"]
     # loss + 3 epochs of reconstructions + features + density
     assert len(page.imgs) == 6
     alts = " ".join(i["alt"] for i in page.imgs)
     assert "epoch 001" in alts and "epoch 003" in alts
+    # trained on rows given in Python: the data set its config names is not the one it was trained on
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "784 features per row" in text and "takes 36" in text
 
 
 def test_density_histogram_is_computed_when_missing(run_dir, tmp_path):
@@ -102,20 +103,3 @@ def test_report_of_a_missing_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "not a run folder" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install chromium)")
-def test_headless_chromium_renders_every_image(run_dir, tmp_path):
-    out = tmp_path / "report.html"
-    assert main(["report", str(run_dir), "--out", str(out)]) == 0
-    n = len(_check_page(out.read_text(encoding="utf-8")).imgs)
-    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run(flags + ["--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
-    # the page's load handler counts the images the browser decoded
-    assert f'data-images="{n}/{n}"' in dom.stdout, dom.stderr[-2000:]
-    shot = tmp_path / "shot.png"
-    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2000", out.as_uri()],
-                   capture_output=True, timeout=120)
-    assert shot.read_bytes().startswith(PNG_MAGIC)

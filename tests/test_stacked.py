@@ -24,7 +24,7 @@ def _labelled(n=600, d=30, classes=3, seed=0):
 
 
 def _config(epochs=2):
-    return RunConfig(ModelConfig(hidden=[16, 8], activation="sigmoid"),
+    return RunConfig(ModelConfig(hidden=[16, 8], activation="sigmoid", output_activation="sigmoid"),
                      SparsityConfig(penalty="kl", rho=0.1, beta=0.1),
                      TrainConfig(epochs=epochs, batch_size=32, lr=1e-2))
 

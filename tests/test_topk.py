@@ -54,10 +54,10 @@ def test_batchtopk_keeps_k_times_batch_over_the_batch():
 def test_trained_topk_model_encodes_at_most_k_units(variant):
     if variant == "modern":
         cfg = ModelConfig(input_dim=24, hidden=[40], activation="relu", output_activation="linear",
-                          topk="topk", k=5, unit_norm_decoder=True, pre_bias=True)
+                          topk="topk", k=5, unit_norm_decoder=True, pre_bias=True, encode_alpha=1.0)
     else:  # Makhzani & Frey: linear units, tied weights
         cfg = ModelConfig(input_dim=24, hidden=[40], activation="linear", output_activation="linear",
-                          topk="topk", k=5, tied=True)
+                          topk="topk", k=5, tied=True, encode_alpha=1.0)
     model = SparseAutoencoder(cfg)
     x = _fit(model)
     model.eval()

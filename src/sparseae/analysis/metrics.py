@@ -61,3 +61,57 @@ def unit_firing_frequency(model: SparseAutoencoder, x: torch.Tensor, active_thre
         counts += (model.encode_all(x[i:i + chunk])[-1].abs() > thr).sum(0).double()
     model.train(was_training)
     return (counts / max(x.shape[0], 1)).cpu()
+
+
+# --- dead latents ---------------------------------------------------------------------------------
+
+DEAD_WARNING_FRACTION = 0.01
+"""A run whose code has more than this share of units that never fired on the validation split warns."""
+
+
+def never_fired_fraction(frequency: torch.Tensor) -> float:
+    """Share of code units that fired on none of the rows (`frequency` from unit_firing_frequency)."""
+    return (frequency == 0).double().mean().item()
+
+
+def dead_latent_warning(fraction: float, units: int) -> str | None:
+    """The warning line of a run with more than DEAD_WARNING_FRACTION never-firing code units, else None."""
+    if fraction <= DEAD_WARNING_FRACTION:
+        return None
+    return (f"warning: {100 * fraction:.1f}% of the {units} code units ({round(fraction * units)}) never fired on "
+            "the validation split: they cost compute and reconstruct nothing. With a TopK family keep AuxK on "
+            "(--auxk yes) and the default --lr; otherwise lower --lr, train longer, or use fewer units "
+            "(docs/sparsity_families.md, 'Dead latents')")
+
+
+# --- the PCA reference ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def pca_fvu(train_x: torch.Tensor, test_x: torch.Tensor, max_components: int | None = None) -> torch.Tensor:
+    """FVU on `test_x` of PCA fitted on `train_x`, for 0, 1, ..., max_components components (one entry each).
+
+    PCA with k components is the best linear code with k dense values per example, so a sparse code
+    with L0 = k that does not beat it has learned nothing a projection does not give. The principal
+    directions come from the training covariance (float64); the test rows are centred with the training
+    mean, and the FVU's denominator is the test rows' variance about their own mean, as in `evaluate`.
+    """
+    train, test = train_x.double(), test_x.double()
+    mean = train.mean(0)
+    centred = train - mean
+    cov = centred.t() @ centred / max(train.shape[0] - 1, 1)
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    d = vecs.shape[1] if max_components is None else min(max_components, vecs.shape[1])
+    basis = vecs.flip(1)[:, :d]
+    t = test - mean
+    captured = torch.cat([t.new_zeros(1), (t @ basis).pow(2).sum(0).cumsum(0)])
+    total_var = (test - test.mean(0)).pow(2).sum()
+    return ((t.pow(2).sum() - captured) / total_var).float().cpu()
+
+
+def pca_fvu_at(curve: torch.Tensor, l0: float) -> float:
+    """PCA's FVU at a (fractional) L0, interpolated linearly between whole numbers of components."""
+    l0 = min(max(l0, 0.0), curve.numel() - 1.0)
+    lo = int(l0)
+    hi = min(lo + 1, curve.numel() - 1)
+    w = l0 - lo
+    return float((1 - w) * curve[lo] + w * curve[hi])

@@ -1,11 +1,16 @@
-"""Sparsity-reconstruction sweeps: one model per grid point, FVU against L0 per method.
+"""Sparsity-reconstruction sweeps: one model per grid point, FVU against L0 per method, PCA as the floor.
 
-Each family fixes what makes it that method and takes one swept value:
-'topk' (k; ReLU code, no penalty), 'kl' (beta; sigmoid code, KL to rho),
-'l1' (beta; ReLU code, L1). Everything else comes from the base config, so
-the methods are compared at equal architecture and budget. L0 counts a code
-value as active when |h| > the model's active_threshold (1e-2 for sigmoid
-codes, which are never exactly zero; 0 for ReLU/TopK).
+Each family fixes what makes it that method and takes one swept value: 'topk', 'batchtopk' and
+'matryoshka' (k), 'jumprelu', 'kl' and 'l1' (beta). Every family trains with its own default recipe
+(config.FAMILY_DEFAULTS: activations, decoder norm, pre-bias, AuxK, warm-up), so a sweep compares
+the families as a user gets them; everything else (width, epochs, batch, learning rate, data) comes
+from the base config, so the methods share architecture and budget. L0 counts a code value as active
+when |h| > the model's active_threshold (1e-2 for sigmoid codes, which are never exactly zero; 0 else).
+
+PCA with k components is the best linear code with k dense values per example, so each model's FVU
+is set against PCA's at its own L0 (interpolated between whole numbers of components; fitted on the
+training rows, scored on the validation rows like the models): a ratio below 1 is a sparse code
+that beats the projection.
 """
 from __future__ import annotations
 
@@ -16,52 +21,72 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import PENALTY_CODES, RunConfig
 from ..data import load_dataset
 from ..data.dataset import DataSource, select_classes
 from ..errors import SparseAEError
-from ..run.pictures import save_tradeoff_plot
 from ..run.files import atomic_write_text
+from ..run.pictures import save_tradeoff_plot
 from ..training.session import train
+from .metrics import pca_fvu, pca_fvu_at
 
-FAMILIES = ("topk", "kl", "l1")
-COLUMNS = ["method", "param", "value", "l0", "fvu", "mse", "dead_fraction", "mean_activation", "seconds",
-           "run_dir"]
+# family -> the swept setting
+FAMILIES = {"topk": "k", "batchtopk": "k", "matryoshka": "k", "jumprelu": "beta", "kl": "beta", "l1": "beta"}
+COLUMNS = ["method", "param", "value", "l0", "fvu", "pca_fvu", "ratio_to_pca", "mse", "dead_fraction",
+           "mean_activation", "seconds", "run_dir"]
+# Settings each family brings itself (None: the family's default, config.FAMILY_DEFAULTS).
+FAMILY_SETTINGS = {"model": ("activation", "output_activation", "unit_norm_decoder", "pre_bias", "bias_init",
+                             "dead_window"),
+                   "sparsity": ("auxk", "decoder_norm_l1", "beta_warmup", "beta"),
+                   "train": ("recon",)}
+PCA_MAX = 256  # components of the reference curve
 
 
 def family_config(base: RunConfig, family: str, value: float) -> RunConfig:
-    """The base config turned into one member of `family` at swept `value`."""
+    """The base config turned into one member of `family` at swept `value`, with the family's recipe."""
+    if family not in FAMILIES:
+        raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
     c = copy.deepcopy(base)
     m, s = c.model, c.sparsity
-    if family == "topk":
-        m.code_activation, m.topk, m.k = "relu", "topk", int(value)
-        s.penalty = "topk"
-    elif family == "kl":
-        m.code_activation, m.topk = "sigmoid", "none"
-        s.penalty, s.beta = "kl", float(value)
-    elif family == "l1":
-        m.code_activation, m.topk = "relu", "none"
-        s.penalty, s.beta = "l1", float(value)
+    for section, names in FAMILY_SETTINGS.items():
+        for name in names:
+            setattr(getattr(c, section), name, None)
+    m.code_activation = "sigmoid" if family == "kl" else "relu"
+    m.topk, s.penalty = PENALTY_CODES.get(family, "none"), family
+    if FAMILIES[family] == "k":
+        m.k = int(value)
     else:
-        raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
-    s.auxk = s.auxk and family == "topk"
+        s.beta = float(value)
     return c
 
 
 def check_grid(grid: dict[str, list[float]]) -> None:
     if not any(grid.values()):
-        raise SparseAEError("empty grid: give at least one value of k (topk) or of beta (kl, l1)")
+        raise SparseAEError("empty grid: give at least one value of k (topk, batchtopk, matryoshka) or of beta "
+                            "(jumprelu, kl, l1)")
     for family, values in grid.items():
         if family not in FAMILIES:
             raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
         for v in values:
-            if not math.isfinite(v) or v < 0 or (family == "topk" and (v != int(v) or v < 1)):
+            if not math.isfinite(v) or v < 0 or (FAMILIES[family] == "k" and (v != int(v) or v < 1)):
                 raise SparseAEError(f"bad {family} grid value {v}: k must be a positive integer, beta >= 0")
 
 
+def pca_reference(dataset: DataSource, base: RunConfig):
+    """PCA's FVU for 0..PCA_MAX components (training rows -> validation rows), or None when the data
+    is not in memory or the model transforms its input (the models' FVU is then in another space)."""
+    if not dataset.in_memory or base.model.input_transform != "none":
+        return None
+    import torch
+
+    train_x = dataset.training(torch.device("cpu"), base.train.batch_size, base.train.limit_train)
+    return pca_fvu(train_x, dataset.validation(torch.device("cpu")), PCA_MAX)
+
+
 def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
-              dataset: DataSource | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train every grid point; writes out/<family>_<value>/ run folders, sweep.csv and fvu_vs_l0.png.
+              dataset: DataSource | None = None, progress: bool = True, pca: bool = True) -> list[dict[str, Any]]:
+    """Train every grid point; writes out/<family>_<value>/ run folders, sweep.csv and fvu_vs_l0.png
+    (with PCA at equal L0 as the reference curve unless `pca` is False).
 
     The data set is loaded once and shared by every point: in memory, or a streamed file.
     """
@@ -73,6 +98,7 @@ def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
         dataset = load_dataset(base.train.dataset, base.train.data_dir, **base.train.dataset_options())
     if base.train.classes:
         dataset = select_classes(dataset, base.train.classes)
+    curve = pca_reference(dataset, base) if pca else None
     out = Path(out)
     rows: list[dict[str, Any]] = []
     for family, value, c in configs:
@@ -80,19 +106,41 @@ def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
         label = f"{family}_{value:g}"
         res = train(c, out / label, dataset, progress)
         last = res.history[-1]
-        rows.append({"method": family, "param": "k" if family == "topk" else "beta", "value": value,
-                     "l0": last["l0"], "fvu": last["val_fvu"], "mse": last["val_mse"],
+        ref = pca_fvu_at(curve, last["l0"]) if curve is not None else float("nan")
+        rows.append({"method": family, "param": FAMILIES[family], "value": value,
+                     "l0": last["l0"], "fvu": last["val_fvu"], "pca_fvu": ref,
+                     "ratio_to_pca": last["val_fvu"] / ref if ref > 0 else float("nan"), "mse": last["val_mse"],
                      "dead_fraction": last["dead_fraction"], "mean_activation": last["mean_activation"],
                      "seconds": res.seconds, "run_dir": str(out / label)})
-        write_sweep(rows, out)
+        write_sweep(rows, out, curve)
     return rows
 
 
-def write_sweep(rows: list[dict[str, Any]], out: str | Path) -> None:
+def pca_rows(rows: list[dict[str, Any]], curve) -> list[dict[str, Any]]:
+    """The PCA reference curve as plot rows over the models' L0 range (a factor 2 either side)."""
+    l0s = [r["l0"] for r in rows if r["l0"] > 0]
+    if curve is None or not l0s:
+        return []
+    lo, hi = max(1, int(min(l0s) / 2)), min(curve.numel() - 1, int(max(l0s) * 2) + 1)
+    ks = sorted({round(lo * (hi / lo) ** (i / 24)) for i in range(25)})
+    return [{"method": "PCA (k components)", "l0": float(k), "fvu": float(curve[k])} for k in ks]
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of a sweep, with each model's FVU ratio to PCA at its L0."""
+    lines = ["| method | value | L0 | FVU | PCA FVU at L0 | ratio to PCA | dead |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['value']:g} | {r['l0']:.1f} | {r['fvu']:.4f} | {r['pca_fvu']:.4f} | "
+                     f"{r['ratio_to_pca']:.3f} | {r['dead_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_sweep(rows: list[dict[str, Any]], out: str | Path, curve=None) -> None:
     out = Path(out)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "sweep.csv", buf.getvalue())
-    save_tradeoff_plot(rows, out / "fvu_vs_l0.png")
+    atomic_write_text(out / "sweep.md", sweep_table(rows) + "\n")
+    save_tradeoff_plot(rows + pca_rows(rows, curve), out / "fvu_vs_l0.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import FEATURE_SETS
+from ..data.paths import regular_file
 from ..errors import SparseAEError
 
 
@@ -53,15 +54,27 @@ def _load_matrix(path: Path) -> np.ndarray:
         raise SparseAEError(f"{path}: cannot read a numeric matrix ({e})") from None
 
 
+def read_labels(path: str | Path, n: int) -> np.ndarray:
+    """One ground-truth label per node, one per line (any text): exactly `n` of them."""
+    path = regular_file(path, "labels file")
+    try:
+        labels = np.loadtxt(path, dtype=str, ndmin=1, encoding="utf-8")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise SparseAEError(f"{path}: not a text file of labels, one per line ({e})") from None
+    if labels.ndim != 1:
+        raise SparseAEError(f"{path}: expected one label per line, got {labels.shape[1]} columns")
+    if len(labels) != n:
+        raise SparseAEError(f"{path}: {len(labels)} labels for {n} nodes")
+    return labels
+
+
 def load_graph(path: str | Path) -> Graph:
     """An adjacency matrix (.npy, or a square .csv/.txt) or an edge list (rows `u v [weight]`).
 
     Edge-list node ids are relabelled 0..n-1 in sorted order; edges are made symmetric.
     Graphs have no self-similarity; `with_self_loops` adds it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SparseAEError(f"graph file {path} does not exist")
+    path = regular_file(path, "graph file")
     m = _load_matrix(path)
     if m.size == 0:
         raise SparseAEError(f"{path}: the graph has no edges (empty file)")

@@ -96,12 +96,16 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
         num = {name: _number(name, getattr(self, name), kind) for name, kind in (
             ("rho", float), ("beta", float), ("weight_decay", float), ("lr", float), ("epochs", int),
             ("batch_size", int), ("seed", int))}
+        # The model these parameters describe and nothing more: the L1 family's recipe extras (pre-encoder
+        # bias at the data mean, decoder-norm weighting, a warm-up of beta) are not parameters here, so
+        # they stay off and results stay what the parameters say (`sparseae monitor` and `cluster` rely on it).
         config = RunConfig(
             model=ModelConfig(input_dim=n_features, hidden=_hidden_list(self.hidden), activation=self.activation,
                               code_activation=self.code_activation, output_activation=self.output_activation,
-                              input_transform=self.input_transform),
+                              input_transform=self.input_transform, pre_bias=False, unit_norm_decoder=False,
+                              bias_init="default"),
             sparsity=SparsityConfig(penalty=self.penalty, rho=num["rho"], beta=num["beta"],
-                                    weight_decay=num["weight_decay"]),
+                                    weight_decay=num["weight_decay"], decoder_norm_l1=False, beta_warmup=0),
             train=TrainConfig(dataset="arrays", epochs=num["epochs"], batch_size=num["batch_size"], lr=num["lr"],
                               optimizer=self.optimizer, seed=num["seed"], device=self.device))
         config.validate()

@@ -31,6 +31,7 @@ from ..data.dataset import require_in_memory, require_labels, select_classes
 from ..analysis.metrics import evaluate
 from ..model import SparseAutoencoder
 from ..analysis.probe import encode_features, train_softmax
+from ..run.output import OutputFolder
 from ..run.rundir import RunDir
 from ..training.loop import resolve_device
 from ..training.session import train
@@ -96,9 +97,26 @@ def _save_stack(run: RunDir, config: RunConfig, model: SparseAutoencoder, summar
 
 def train_stacked(config: RunConfig, out: str | Path | None = None, dataset: Dataset | None = None,
                   finetune: str = "unsupervised", finetune_epochs: int | None = None,
-                  finetune_iter: int = 100, progress: bool = True) -> StackResult:
-    """Greedy layer-wise pretraining of `config.model.hidden`, then fine-tuning of the whole stack."""
+                  finetune_iter: int = 100, progress: bool = True, if_exists: str = "refuse") -> StackResult:
+    """Greedy layer-wise pretraining of `config.model.hidden`, then fine-tuning of the whole stack.
+
+    `out` gets layer1/, layer2/, ..., greedy/ and the fine-tuned model; `if_exists` ('refuse' or
+    'replace') says what to do when it already holds files (run/output.py)."""
     config.validate_stack(finetune)
+    output = OutputFolder(out, if_exists) if out is not None else None
+    try:
+        result = _train_stacked(config, output, dataset, finetune, finetune_epochs, finetune_iter, progress)
+    except BaseException:
+        if output is not None:
+            output.discard()
+        raise
+    if output is not None:
+        output.commit()
+    return result
+
+
+def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Dataset | None, finetune: str,
+                   finetune_epochs: int | None, finetune_iter: int, progress: bool) -> StackResult:
     m = config.model
     tc = config.train
     if dataset is None:
@@ -111,7 +129,7 @@ def train_stacked(config: RunConfig, out: str | Path | None = None, dataset: Dat
     m.input_dim = dataset.input_dim
     m.image_shape = list(dataset.image_shape) if dataset.image_shape else None
     device = resolve_device(tc.device)
-    root = Path(out) if out is not None else None
+    root = output.create() if output is not None else None  # after every check: nothing written before
     t0 = time.perf_counter()
 
     layers, layer_rows = [], []
@@ -138,7 +156,7 @@ def train_stacked(config: RunConfig, out: str | Path | None = None, dataset: Dat
         if finetune_epochs is not None:
             ft_config.train.epochs = finetune_epochs
         ft_config.train.classes = None
-        model = train(ft_config, root, dataset, progress, model=model).model
+        model = train(ft_config, root, dataset, progress, model=model, if_exists="add").model
     elif finetune == "supervised":
         train_x = dataset.train[: tc.limit_train].to(device)
         train_y = dataset.train_labels[: tc.limit_train].to(device)

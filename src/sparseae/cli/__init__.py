@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable
 
 from ..errors import SparseAEError
@@ -38,8 +39,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad command line gets one line and a pointer to the help, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparseae", description="Sparse autoencoders on PyTorch.")
+    parser = OneLineParser(prog="sparseae", description="Sparse autoencoders on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
@@ -47,15 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # argparse itself exits 2 on a malformed command line
     try:
+        args = build_parser().parse_args(argv)  # a malformed command line: one line, exit 2
+        # Casting a huge value to float32 overflows with a warning; the data check that follows says
+        # which row and column in one line, so the warning would only repeat it.
+        warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
         return COMMANDS[args.command][2](args)
     except SparseAEError as e:
-        print(f"sparseae {args.command}: error: {e}", file=sys.stderr)
+        print(f"sparseae {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that is a folder, not a regular file, not permitted, too long, a loop
+        what = f"{e.filename}: " if e.filename else ""
+        print(f"sparseae {args.command}: error: {what}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sparseae: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 from ..errors import SparseAEError
 from . import args as flags
 from .args import config_from_args
-from .train import add_training
+from .train import add_training, if_exists, output_folder
 
 # --- probe -----------------------------------------------------------------------------------------
 
@@ -37,25 +37,39 @@ def run_probe(args: argparse.Namespace) -> int:
 
 # --- sweep -----------------------------------------------------------------------------------------
 
-SWEEP_OUT = "runs/sweep"  # --out of sweep when not given
-
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    add_training(p, out=SWEEP_OUT)
-    flags.add(p, "--k-grid", "--kl-beta", "--l1-beta")
+    add_training(p, "sweep")
+    flags.add(p, "--k-grid", "--batchtopk-grid", "--matryoshka-grid", "--jumprelu-beta", "--kl-beta", "--l1-beta",
+              "--pca")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from ..analysis.sweep import check_grid, run_sweep as sweep
+    from ..analysis.sweep import check_grid, run_sweep as sweep, sweep_table
 
-    grid = {"topk": args.k_grid, "kl": args.kl_beta, "l1": args.l1_beta}
+    grid = {"topk": args.k_grid, "batchtopk": args.batchtopk_grid, "matryoshka": args.matryoshka_grid,
+            "jumprelu": args.jumprelu_beta, "kl": args.kl_beta, "l1": args.l1_beta}
     if not any(grid.values()):  # said here, where the flags' names are known
-        raise SparseAEError("empty grid: give at least one value with --k-grid, --kl-beta or --l1-beta")
+        raise SparseAEError("empty grid: give at least one value with --k-grid, --batchtopk-grid, "
+                            "--matryoshka-grid, --jumprelu-beta, --kl-beta or --l1-beta")
     check_grid(grid)
+    from ..run.output import OutputFolder
+
     base = config_from_args(args)
-    out = args.out or SWEEP_OUT
-    rows = sweep(base, grid, out, progress=not args.quiet)
-    print("| method | value | L0 | FVU | dead |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['value']:g} | {r['l0']:.1f} | {r['fvu']:.4f} | {r['dead_fraction']:.3f} |")
+    out = output_folder(args, "sweep")
+    output = OutputFolder(out, if_exists(args))  # checked before any training; replaced only at the end
+    try:
+        # a new folder is made by the sweep after its checks; a replacement is staged beside the old one
+        rows = sweep(base, grid, output.create() if output.replace else output.final, progress=not args.quiet,
+                     pca=args.pca)
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()
+    if args.pca:
+        print(sweep_table(rows))
+    else:
+        print("| method | value | L0 | FVU | dead |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['method']} | {r['value']:g} | {r['l0']:.1f} | {r['fvu']:.4f} | {r['dead_fraction']:.3f} |")
     print(f"wrote {out}/sweep.csv and {out}/fvu_vs_l0.png")
     return 0

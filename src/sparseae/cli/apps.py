@@ -7,7 +7,6 @@ numpy included, is imported inside the run functions.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,6 @@ def _write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def _fmt(v: float | None) -> str:
-    return "   -" if v is None or not math.isfinite(v) else f"{100 * v:5.1f}"
-
-
 def _add_estimator(p: argparse.ArgumentParser, start: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
     g = p.add_argument_group("sparse autoencoder")
     flags.add(g, *flags.ESTIMATOR, *extra, shown=flags.shown_defaults(flags.start_config(start)))
@@ -58,99 +53,285 @@ def _estimator_params(config: RunConfig, extra: tuple[str, ...] = ()) -> dict[st
 MONITOR_START = {"model": {"hidden": [52], "activation": "relu"},
                  "sparsity": {"penalty": "l1", "rho": 0.05, "beta": 0.01, "weight_decay": 0.0},
                  "train": {"dataset": "tep", "epochs": 300, "batch_size": 32, "lr": 1e-3, "seed": 0}}
+MONITOR_RUNS = "runs"  # monitor fit --out when not given: the first free runs/monitor-NNN
+
+
+def _monitor_fitting(p: argparse.ArgumentParser) -> None:
+    """The settings of the monitors: limits, alarm rule and lags, the autoencoder's training."""
+    lim = p.add_argument_group("control limits")
+    flags.add(lim, "--limit", "--alpha", "--holdout", "--calibrate", "--far", "--pca-components")
+    rule = p.add_argument_group("alarm rule and inputs")
+    flags.add(rule, "--persist", "--lags")
+    _add_estimator(p, MONITOR_START)
 
 
 def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (the Tennessee Eastman files of bibmon, or your own)")
     flags.add(src, "--dataset", "--data-dir", "--faults", "--normal", "--test", "--onset",
               shown={"--dataset": "tep, when --normal is not given"})
-    lim = p.add_argument_group("control limits")
-    flags.add(lim, "--limit", "--alpha", "--holdout", "--pca-components")
-    _add_estimator(p, MONITOR_START)
+    _monitor_fitting(p)
     flags.add(p, "--json")
+    actions = p.add_subparsers(dest="monitor_action", metavar="ACTION",
+                               title="actions (without one: fit, score and print the table in one go, the benchmark)")
+    fit = actions.add_parser("fit", help="fit the monitors on normal runs and write a monitor folder",
+                             description="Fit the sparse autoencoder's and PCA's monitors on normal runs and write "
+                                         "them to a monitor folder (safetensors + JSON), to score other runs later.")
+    src = fit.add_argument_group("data")
+    flags.add(src, "--dataset", "--data-dir", "--normal", shown={"--dataset": "tep, when --normal is not given"})
+    out = fit.add_argument_group("output")
+    flags.add(out, "--out", "--overwrite", shown={"--out": f"the first free {MONITOR_RUNS}/monitor-NNN"})
+    _monitor_fitting(fit)
+    score = actions.add_parser("score", help="score runs with a monitor folder: table, per-row CSV, control "
+                                             "charts, contributions, HTML report",
+                               description="Score runs with the monitors of a monitor folder: the table of false-"
+                                           "alarm rates, detection rates and delays, and in --out each run's "
+                                           "statistics and alarms (CSV), its control chart and the contributions "
+                                           "of its first alarm rows (CSV, PNG), summary.csv/json, report.html.")
+    flags.add(score, "mon_dir", "files")
+    src = score.add_argument_group("data")
+    flags.add(src, "--dataset", "--data-dir", "--faults", "--onset",
+              shown={"--dataset": "none: the FILEs (tep: its test runs)"})
+    flags.add(score, "--persist", "--window")
+    out = score.add_argument_group("output")
+    flags.add(out, "--out", "--overwrite", "--json", shown={"--out": "the first free MON_DIR/score-NNN"})
+    # A flag the one-shot command also has may come before the action or after it: the action's copy
+    # stays out of the result unless given, so that it does not replace the value given before. One
+    # the action does not take is refused (run_monitor), not ignored.
+    one_shot = {a.dest: (a.option_strings[0], a.default) for a in p._actions if a.option_strings and a.dest != "help"}
+    for parser in (fit, score):
+        for action in parser._actions:
+            if action.dest in one_shot:
+                action.default = argparse.SUPPRESS
+    p.set_defaults(monitor_flags=(one_shot, {"fit": {a.dest for a in fit._actions},
+                                             "score": {a.dest for a in score._actions}}))
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    import numpy as np
+    action = getattr(args, "monitor_action", None)
+    one_shot, takes = args.monitor_flags
+    for dest, (flag, default) in one_shot.items():
+        if action is not None and dest not in takes[action] and getattr(args, dest, default) != default:
+            raise SparseAEError(f"{flag} does not apply to `monitor {action}`")
+    if action == "fit":
+        return run_monitor_fit(args)
+    if action == "score":
+        return run_monitor_score(args)
+    return run_monitor_benchmark(args)
 
-    from ..apps.monitor import AutoencoderModel, Monitor, PCAModel, rates
+
+def _runs(args: argparse.Namespace, normal: bool, tests: bool):
+    """(normal runs, test runs, the test runs the mean is over, the data's name, 'tep' or None)."""
+    from ..apps.monitor_folder import file_runs, tep_runs
     from ..data import tennessee_eastman as te
 
-    t_start = time.perf_counter()
-    config = config_from_args(args, MONITOR_START)
-    params = _estimator_params(config)
-    if args.normal is not None or args.test is not None:
+    own = (getattr(args, "normal", None) is not None and normal) or getattr(args, "test", None) is not None
+    if own:
         if args.dataset is not None:
             raise SparseAEError("give either --dataset or --normal/--test, not both")
-        if args.normal is None or not args.test:
-            raise SparseAEError("your own data needs both --normal FILE and --test FILE...")
-        normal = read_rows(args.normal)
-        tests = {Path(f).name: read_rows(f) for f in args.test}
-        onsets = {name: args.onset for name in tests}
-        scored: list[str] = [n for n in tests if args.onset is not None]
-        source = args.normal
-    else:
-        name = config.train.dataset
-        if name != "tep":
-            raise SparseAEError(f"unknown monitoring data set '{name}'; known: tep (or --normal/--test files)")
-        root = te.locate(config.train.data_dir)
-        faults = list(range(22)) if args.faults is None else args.faults
-        normal = te.load_normal(root)
-        tests = {f"d{f:02d}_te": te.load_test(root, f) for f in faults}
-        # d00_te is normal throughout: all of it counts for the false-alarm rate
-        onsets = {n: (None if n == "d00_te" else te.TEST_ONSET) for n in tests}
-        scored = [f"d{f:02d}_te" for f in faults if f in te.FAULTS and f not in te.UNDETECTABLE]
-        source = f"Tennessee Eastman ({root})"
-    for name, x in tests.items():
-        if x.ndim != 2 or x.shape[1] != normal.shape[1]:
-            raise SparseAEError(f"test file {name} has {x.shape[1]} columns but the normal data has "
-                                f"{normal.shape[1]}")
-        if onsets[name] is not None and not 0 <= onsets[name] <= len(x):
-            raise SparseAEError(f"onset {onsets[name]} is outside test file {name} ({len(x)} rows)")
+        if normal and args.normal is None:
+            raise SparseAEError("your own data needs --normal FILE..." + (" and --test FILE..." if tests else ""))
+        if tests and not args.test:
+            raise SparseAEError("your own data needs both --normal FILE... and --test FILE...")
+        normal_runs = file_runs(args.normal, None) if normal else []
+        test_runs = file_runs(args.test, args.onset) if tests else []
+        scored = [r.key for r in test_runs] if args.onset is not None else []
+        return normal_runs, test_runs, scored, ", ".join(args.normal), None
+    name = args.dataset or "tep"
+    if name != "tep":
+        raise SparseAEError(f"unknown monitoring data set '{name}'; known: tep (or --normal/--test files)")
+    if getattr(args, "onset", None) is not None:
+        raise SparseAEError("--onset is for your own files; the Tennessee Eastman runs have theirs (row 160)")
+    root = te.locate(args.data_dir)
+    faults = list(range(22)) if getattr(args, "faults", None) is None else args.faults
+    for f in faults:
+        if f not in (0, *te.FAULTS):
+            raise SparseAEError(f"fault must be 0..21; got {f}")
+    normal_runs = tep_runs(root, ["d00"]) if normal else []
+    test_runs = tep_runs(root, [f"d{f:02d}_te" for f in faults]) if tests else []
+    scored = [f"d{f:02d}_te" for f in faults if f in te.FAULTS and f not in te.UNDETECTABLE]
+    return normal_runs, test_runs, scored, f"Tennessee Eastman ({root})", "tep"
 
+
+def _calibration_runs(args: argparse.Namespace, dataset: str | None):
+    """The runs of --calibrate: files, or with --dataset tep also the names d00 / d00_te."""
+    from ..apps.monitor_folder import file_runs, tep_runs
+    from ..data import tennessee_eastman as te
+
+    if args.calibrate is None:
+        if args.far is not None:
+            raise SparseAEError("--far sets the limits on the runs of --calibrate; give them too")
+        return None
+    runs = []
+    for item in args.calibrate:
+        if dataset == "tep" and not Path(item).exists() and te.FILE_NAME.fullmatch(item):
+            runs += tep_runs(te.locate(args.data_dir), [item])
+        else:
+            runs += file_runs([item], None)
+    return runs
+
+
+def _fit(args: argparse.Namespace, normal, calibrate):
+    from ..apps.monitor import AutoencoderModel, PCAModel
+    from ..apps.monitor_folder import fit_monitors
+
+    params = _estimator_params(config_from_args(args, MONITOR_START))
     models = {"SAE": AutoencoderModel(**params), "PCA": PCAModel(args.pca_components)}
-    monitors, seconds = {}, {}
-    for label, model in models.items():
-        t0 = time.perf_counter()
-        monitors[label] = Monitor(model, alpha=args.alpha, limit_method=args.limit, holdout=args.holdout).fit(normal)
-        seconds[label] = time.perf_counter() - t0
+    monitors, seconds = fit_monitors(models, normal, alpha=args.alpha, limit=args.limit, holdout=args.holdout,
+                                     lags=args.lags, persist=1 if args.persist is None else args.persist,
+                                     calibrate=calibrate, far=0.01 if args.far is None else args.far)
+    return params, monitors, seconds
 
-    rows = []
-    for name, x in tests.items():
-        row: dict[str, Any] = {"file": name}
-        for label, mon in monitors.items():
-            for stat, alarms in mon.alarms(x).items():
-                far, fdr = rates(alarms, onsets[name])
-                row[f"{label}_{stat}_far"], row[f"{label}_{stat}_fdr"] = far, fdr
-        rows.append(row)
-    keys = [f"{m}_{s}_{r}" for m in monitors for s in ("t2", "spe") for r in ("far", "fdr")]
-    mean = {k: float(np.mean([r[k] for r in rows if r["file"] in scored])) if scored else float("nan") for k in keys}
 
-    print(f"normal rows: {len(normal)} x {normal.shape[1]} from {source}; limits: {args.limit}, "
-          f"alpha {args.alpha}, holdout {args.holdout}")
-    print(f"SAE: hidden {params['hidden']}, {params['activation']}, {params['penalty']} (rho {params['rho']}, "
-          f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs: fitted in "
-          f"{seconds['SAE']:.1f} s; PCA: {args.pca_components} components, {seconds['PCA']:.2f} s")
-    print("FAR: false alarms before the onset (%); FDR: detections after it (%)")
-    head = "                 " + "".join(f"{m + ' ' + s:>14s}    " for m in monitors for s in ("T2", "SPE"))
-    print(head)
-    print(f"{'file':<16s} " + "   FAR    FDR   " * 4)
-    for r in rows:
-        print(f"{r['file']:<16s} " + "".join(f" {_fmt(r[f'{m}_{s}_far'])}  {_fmt(r[f'{m}_{s}_fdr'])}   "
-                                             for m in monitors for s in ("t2", "spe")))
+def _describe_fit(args, params, normal, source, monitors, seconds, calibrate) -> list[str]:
+    n_rows = sum(len(r.rows) for r in normal)
+    mon = next(iter(monitors.values()))
+    if calibrate:
+        cal = mon.calibration
+        limits = (f"limits: set on {', '.join(r.key for r in calibrate)} ({cal['rows']} rows) for at most "
+                  f"{100 * cal['far']:g}% alarms")
+    else:
+        limits = f"limits: {args.limit}, alpha {args.alpha}, holdout {args.holdout}"
+    lines = [f"normal rows: {n_rows} x {normal[0].rows.shape[1]} from {source}; {limits}"]
+    if args.lags or mon.persist != 1:
+        lines.append(f"inputs: each row with its {args.lags} predecessors ({len(mon.scaler_.mean_)} columns); "
+                     f"alarm rule: {mon.persist} consecutive rows above the limit")
+    lines.append(f"SAE: hidden {params['hidden']}, {params['activation']}, {params['penalty']} (rho {params['rho']}, "
+                 f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs: fitted "
+                 f"in {seconds['SAE']:.1f} s; PCA: {args.pca_components} components, {seconds['PCA']:.2f} s")
+    return lines
+
+
+def _print_table(rows, mean, labels, scored, own_files: bool) -> None:
+    from ..apps.monitor_folder import format_table
+
+    label = None
     if scored:
-        label = f"mean ({len(scored)} files)" if args.normal else f"mean {len(scored)} faults"
-        print(f"{label:<16s} " + "".join(f" {_fmt(mean[f'{m}_{s}_far'])}  {_fmt(mean[f'{m}_{s}_fdr'])}   "
-                                         for m in monitors for s in ("t2", "spe")))
-        if not args.normal:
-            print("(mean over the faults other than 3, 9 and 15, which are practically undetectable)")
+        label = f"mean ({len(scored)} files)" if own_files else f"mean {len(scored)} faults"
+    for line in format_table(rows, mean, labels, label):
+        print(line)
+    if scored and not own_files:
+        print("(mean over the faults other than 3, 9 and 15, which are practically undetectable; the delay's over "
+              "those detected)")
+
+
+def run_monitor_benchmark(args: argparse.Namespace) -> int:
+    from ..apps.monitor_folder import check_columns, score_runs, table
+
+    t_start = time.perf_counter()
+    normal, tests, scored, source, dataset = _runs(args, normal=True, tests=True)
+    calibrate = _calibration_runs(args, dataset)
+    variables = normal[0].columns or [f"x{j + 1}" for j in range(normal[0].rows.shape[1])]
+    for run in tests:  # before any fitting
+        check_columns(run, variables, normal[0].rows.shape[1])
+    params, monitors, seconds = _fit(args, normal, calibrate)
+    rows, mean = table(score_runs(monitors, tests), scored)
+
+    for line in _describe_fit(args, params, normal, source, monitors, seconds, calibrate):
+        print(line)
+    _print_table(rows, mean, list(monitors), scored, dataset is None)
+    if calibrate and any(r.key in {t.key for t in tests} for r in calibrate):
+        print("(the limits were set on " + ", ".join(r.key for r in calibrate) + ": its false-alarm rate is "
+              "in-sample)")
     total = time.perf_counter() - t_start
     print(f"total {total:.1f} s")
     if args.json:
         _write_json(args.json, {"source": source, "limit": args.limit, "alpha": args.alpha,
                                 "holdout": args.holdout, "limits": {m: mon.limits for m, mon in monitors.items()},
+                                "lags": args.lags, "persist": next(iter(monitors.values())).persist,
+                                "calibration": next(iter(monitors.values())).calibration,
                                 "fit_seconds": seconds, "rows": rows, "mean": mean, "mean_over": scored,
                                 "seconds": total})
+    return 0
+
+
+def run_monitor_fit(args: argparse.Namespace) -> int:
+    from ..apps.monitor_folder import save_folder
+    from ..run.output import OutputFolder, next_free
+
+    out = args.out if args.out is not None else str(next_free(MONITOR_RUNS, "monitor"))
+    output = OutputFolder(out, "replace" if args.overwrite else "refuse")  # refused before any fitting
+    normal, _, _, source, dataset = _runs(args, normal=True, tests=False)
+    calibrate = _calibration_runs(args, dataset)
+    params, monitors, seconds = _fit(args, normal, calibrate)
+    settings = {"lags": args.lags, "persist": next(iter(monitors.values())).persist, "limit": args.limit,
+                "alpha": args.alpha, "holdout": args.holdout, "far": args.far, "pca_components": args.pca_components,
+                "autoencoder": params}
+    save_folder(output, monitors, {"dataset": dataset, "normal": [r.key for r in normal],
+                                   "calibrate": [r.key for r in calibrate] if calibrate else None,
+                                   "settings": settings})
+    for line in _describe_fit(args, params, normal, source, monitors, seconds, calibrate):
+        print(line)
+    for label, mon in monitors.items():
+        print(f"{label} limits: T2 {mon.limits['t2']:.6g}, SPE {mon.limits['spe']:.6g}")
+    print(f"wrote {out} (monitors.json, " + ", ".join(f"{m}/" for m in monitors) + ")")
+    return 0
+
+
+def run_monitor_score(args: argparse.Namespace) -> int:
+    from ..apps.monitor_folder import file_runs, load_folder, score_runs, table, top_contributors, write_scores
+    from ..run.output import OutputFolder, next_free
+
+    t_start = time.perf_counter()
+    record, monitors = load_folder(args.mon_dir)
+    if args.files and args.dataset is not None:
+        raise SparseAEError("give either FILEs to score or --dataset, not both")
+    if args.files:
+        if getattr(args, "faults", None) is not None:
+            raise SparseAEError("--faults chooses Tennessee Eastman runs; it does not go with FILEs")
+        runs, own = file_runs(args.files, args.onset), True
+        scored = list(args.files) if args.onset is not None else []
+    elif args.dataset is not None:
+        args.test = None
+        _, runs, scored, _, _ = _runs(args, normal=False, tests=True)
+        own = False
+    else:
+        raise SparseAEError("nothing to score: give FILEs, or --dataset tep")
+    if args.window < 1:
+        raise SparseAEError(f"window must be at least 1; got {args.window}")
+    out = args.out if args.out is not None else str(next_free(args.mon_dir, "score"))
+    output = OutputFolder(out, "replace" if args.overwrite else "refuse")
+    scores = score_runs(monitors, runs, args.persist)
+    rows, mean = table(scores, scored)
+    labels = list(monitors)
+    info = {"monitor_folder": str(args.mon_dir), "persist": {m: (args.persist or mon.persist)
+                                                              for m, mon in monitors.items()},
+            "lags": {m: mon.lags for m, mon in monitors.items()},
+            "limits": {m: mon.limits for m, mon in monitors.items()},
+            "window": args.window, "mean_over": scored}
+    try:
+        found = write_scores(output.create(), runs, monitors, scores, rows, mean, info, args.window)
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()
+
+    mon = next(iter(monitors.values()))
+    rule = ", ".join(f"{m} {info['persist'][m]}" for m in labels)
+    print(f"monitor folder {args.mon_dir}: {', '.join(labels)}; {len(mon.variables)} variables, lags "
+          f"{mon.lags}; alarm rule: consecutive rows above the limit: {rule}")
+    for m, one in monitors.items():
+        if one.calibration and args.persist and args.persist != one.calibration["persist"]:
+            print(f"note: {m}'s limits were set for an alarm rule of {one.calibration['persist']} rows, "
+                  f"not {args.persist}")
+    _print_table(rows, mean, labels, scored, own)
+    first = labels[0]
+    print(f"largest contributions over the first {args.window} alarm rows from the onset on ({first}; SPE: share "
+          "of SPE; T2: reconstruction-based contribution)")
+    width = max(len(r.key) for r in runs)
+    for run in runs:
+        c = found[run.key][first]
+        if c is None:
+            print(f"{run.key:<{width}s}  no alarm")
+            continue
+        total = float(c["spe"].sum())
+        spe = ", ".join(f"{n} {100 * v / total:.0f}%" for n, v in top_contributors(c, mon.variables, "spe"))
+        t2 = ", ".join(f"{n} {v:.3g}" for n, v in top_contributors(c, mon.variables, "t2"))
+        print(f"{run.key:<{width}s}  SPE: {spe}; T2: {t2}")
+    if args.json:
+        _write_json(args.json, {"monitor_folder": str(args.mon_dir), "rows": rows, "mean": mean,
+                                "mean_over": scored, "limits": info["limits"]})
+    print(f"wrote {out} (per run: CSV, control chart, contributions; summary.csv, summary.json, report.html) "
+          f"in {time.perf_counter() - t_start:.1f} s")
     return 0
 
 
@@ -196,17 +377,15 @@ def _cluster_source(args: argparse.Namespace):
 def run_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, nmi, spectral_labels,
-                                with_self_loops)
+    from ..apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, nmi, read_labels,
+                                spectral_labels, with_self_loops)
 
     params = _estimator_params(config_from_args(args, CLUSTER_START), CLUSTER_EXTRA)
     graph = _cluster_source(args)
     s = check_similarity(graph.similarity)
     if args.self_loops:
         s = with_self_loops(s)
-    labels = graph.labels
-    if args.labels is not None:
-        labels = np.loadtxt(args.labels, dtype=str, ndmin=1)
+    labels = graph.labels if args.labels is None else read_labels(args.labels, len(s))
     if labels is not None and len(labels) != len(s):
         raise SparseAEError(f"{len(labels)} labels for {len(s)} nodes")
     k = args.clusters or (len(np.unique(labels)) if labels is not None else None)
@@ -242,13 +421,20 @@ def run_cluster(args: argparse.Namespace) -> int:
 # --- report ----------------------------------------------------------------------------------------
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    flags.add(p, "run_dir", "--out", "--data-dir", shown={"--out": "RUN_DIR/report.html"})
+    flags.add(p, "run_dir", "--out", "--data-dir", "--screenshot", shown={"--out": "RUN_DIR/report.html"})
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..run.report import write_report
+    from ..run.report import check_screenshot, screenshot, write_report
 
+    if args.screenshot:
+        check_screenshot(args.screenshot)  # before the report is written
     t0 = time.perf_counter()
     out = write_report(args.run_dir, args.out, data_dir=args.data_dir)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - t0:.1f} s)")
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1024:.0f} KiB = {size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
+    if args.screenshot:
+        t0 = time.perf_counter()
+        shot = screenshot(out, args.screenshot)
+        print(f"chromium decoded every image; wrote {shot} ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -12,11 +12,14 @@ Decisions (issue 10): a flag has one name, dest, type, default and meaning in ev
 - --data-dir, --classes, --limit-train: the config fields' flags also in eval, probe, monitor,
   report (the folder of the data files; use only these labels; only the first N training rows).
 - The probe's L-BFGS iterations are --probe-iter (was --max-iter, the training optimizer's).
-- --out is where a command writes: train/stack a run folder (default runs/latest), sweep a folder
-  of runs (runs/sweep), report the HTML file (RUN_DIR/report.html); its own default is None.
+- --out is where a command writes: train/stack a run folder (default: the first free runs/train-NNN,
+  runs/stack-NNN, so that running a command twice never replaces a run), sweep a folder of runs
+  (runs/sweep-NNN), report the HTML file (RUN_DIR/report.html); its own default is None. A folder
+  that already holds files is refused unless --overwrite (issue 12: a user's files are sacred).
 - --preset defaults to none everywhere; gradcheck then starts from ufldl.
 - --json FILE (monitor, cluster): also write the results as JSON. Settings are yes|no values
-  (cluster's --self-loops too); switches (--quiet, --auxk, --no-raw, --self-taught) take none.
+  (cluster's --self-loops too); switches (--quiet, --no-raw, --self-taught) take none; --auxk alone
+  means yes and takes `no` too, since the TopK families turn AuxK on by default (issue 11).
 - The sweep's grid flags are --k-grid, --kl-beta, --l1-beta, and its errors name them.
 
 Start-up: this module imports only the standard library and config.py; the commands import the
@@ -89,6 +92,9 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--encode-alpha": ("model", "encode_alpha", {"type": float}),
     "--unit-norm-decoder": ("model", "unit_norm_decoder", _YES_NO),
     "--pre-bias": ("model", "pre_bias", _YES_NO),
+    "--bias-init": ("model", "bias_init", {}),
+    "--jumprelu-threshold": ("model", "jumprelu_threshold", {"type": float}),
+    "--jumprelu-bandwidth": ("model", "jumprelu_bandwidth", {"type": float}),
     "--active-threshold": ("model", "active_threshold", {"type": float}),
     "--dead-window": ("model", "dead_window", {"type": int}),
     "--topk-kernel": ("model", "topk_kernel", {}),
@@ -101,9 +107,13 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--rho-hat": ("sparsity", "rho_hat", {}),
     "--rho-momentum": ("sparsity", "rho_momentum", {"type": float}),
     "--weight-decay": ("sparsity", "weight_decay", {"type": float}),
-    "--auxk": ("sparsity", "auxk", {"action": "store_const", "const": True}),
+    # `--auxk` alone means yes (as before); `--auxk no` turns off the TopK families' default
+    "--auxk": ("sparsity", "auxk", {"type": yes_no, "nargs": "?", "const": True, "metavar": "yes|no"}),
     "--auxk-coef": ("sparsity", "auxk_coef", {"type": float}),
     "--k-aux": ("sparsity", "k_aux", {"type": int}),
+    "--decoder-norm-l1": ("sparsity", "decoder_norm_l1", _YES_NO),
+    "--beta-warmup": ("sparsity", "beta_warmup", {"type": int}),
+    "--prefixes": ("sparsity", "prefixes", {"type": int_list}),
     "--classes": ("train", "classes", {"type": int_list,
                                        "help": "use only the examples of these labels, e.g. 5,6,7,8,9"}),
     "--limit-train": ("train", "limit_train", {"type": int}),
@@ -145,15 +155,29 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
     "--preset": {"choices": sorted(PRESETS),
                  "help": "start from a named configuration (tutorial: 784-256-128-64-32-16 mirrored, KL on the "
                          "code; ufldl: Ng's 64-25-64 exercise on image patches with L-BFGS; ufldl-linear: "
-                         "192-400-192 linear decoder on ZCA-whitened colour patches)"},
+                         "192-400-192 linear decoder on ZCA-whitened colour patches; ksparse: Makhzani & Frey's "
+                         "tied linear TopK, give --k)"},
     "--reg-param": {"dest": "beta", "type": float, "help": "alias of --beta"},
     "--add-sparsity": {**_YES_NO, "help": "'no' trains the plain autoencoder (same as --penalty none)"},
     "--out": {"metavar": "PATH", "help": "where to write the output"},
     "--quiet": {"action": "store_true", "help": "no progress bar"},
+    "--overwrite": {"action": "store_true",
+                    "help": "--out may already hold files: the new results are written beside it and replace it "
+                            "only once they are complete (default: refuse such a folder)"},
+    "--check": {"action": "store_true",
+                "help": "check the settings, the data and the output folder, say what would be done, and stop "
+                        "(nothing is written)"},
     "--resume": {"metavar": "RUN_DIR", "help": "continue the killed run in RUN_DIR from its last checkpoint; "
                                                 "settings default to the run's, and any that differ are refused"},
     "--json": {"metavar": "FILE", "help": "also write the results as JSON to FILE"},
     "--csv": {"metavar": "FILE", "help": "also write the table as CSV to FILE"},
+    "--tensorboard": {"metavar": "DIR",
+                      "help": "also log each epoch's scalars (losses, validation MSE/FVU, L0, dead fraction) and "
+                              "its reconstruction and feature images to DIR for TensorBoard (needs the optional "
+                              "extra: pip install 'sparseae[tensorboard]')"},
+    "--screenshot": {"metavar": "PNG",
+                     "help": "then open the page in headless Chromium, check that every image decodes, and save "
+                             "a picture of its feature browser to PNG (needs chromium: apt-get install chromium)"},
     "run_dir": {"help": "a run folder written by `sparseae train`"},
     "run_dirs": {"nargs": "*", "metavar": "RUN_DIR", "help": "run folders whose features to probe"},
     # gradcheck
@@ -184,11 +208,38 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
                   "help": "KL family (sigmoid code): values of beta"},
     "--l1-beta": {"type": float_list, "default": [], "metavar": "B,B,...",
                   "help": "L1 family (ReLU code): values of beta"},
+    "--batchtopk-grid": {"type": float_list, "default": [], "metavar": "K,K,...",
+                         "help": "BatchTopK family: values of k"},
+    "--matryoshka-grid": {"type": float_list, "default": [], "metavar": "K,K,...",
+                          "help": "Matryoshka family (BatchTopK code): values of k"},
+    "--jumprelu-beta": {"type": float_list, "default": [], "metavar": "B,B,...",
+                        "help": "JumpReLU family: values of the L0 penalty's beta"},
+    "--pca": {**_YES_NO, "default": True,
+              "help": "draw PCA at equal L0 as the reference curve and print each model's FVU ratio to it "
+                      "(default: yes)"},
     # monitor
     "--faults": {"type": int_list, "help": "tep: test files to score (default: 0..21)"},
-    "--normal": {"metavar": "FILE", "help": "normal-operation rows (.csv or .npy)"},
-    "--test": {"nargs": "+", "metavar": "FILE", "help": "test files (.csv or .npy)"},
+    "--normal": {"nargs": "+", "metavar": "FILE",
+                 "help": "normal-operation runs (.csv, .npy, ... or .dat), one file per run: lags never join two"},
+    "--test": {"nargs": "+", "metavar": "FILE", "help": "test files (.csv, .npy, ... or .dat)"},
     "--onset": {"type": int, "help": "rows before the fault in each test file (omit when they are all normal)"},
+    "mon_dir": {"metavar": "MON_DIR", "help": "a monitor folder written by `sparseae monitor fit`"},
+    "files": {"nargs": "*", "metavar": "FILE",
+              "help": "runs to score (.csv, .npy, ... or .dat), named in the table by the path as given"},
+    "--lags": {"type": int, "default": 0,
+               "help": "time-lagged inputs: each row stacked with its L predecessors, for the autoencoder and "
+                       "PCA alike (dynamic PCA); the first L rows of a file get no statistic (default: %(default)s)"},
+    "--persist": {"type": int,
+                  "help": "alarm rule: an alarm after N consecutive rows above the limit (default: 1; score: the "
+                          "monitor folder's)"},
+    "--calibrate": {"nargs": "+", "metavar": "FILE",
+                    "help": "normal runs not used for fitting that set the limits instead: the lowest at which the "
+                            "alarm rule raises at most --far alarms on them (with --dataset tep, d00_te names its "
+                            "normal test run; its false-alarm rate is then in-sample)"},
+    "--far": {"type": float, "help": "the false-alarm rate --calibrate sets the limits for (default: 0.01)"},
+    "--window": {"type": int, "default": 50,
+                 "help": "contributions: the mean over the first N alarm rows from the onset on "
+                         "(default: %(default)s)"},
     "--limit": {"choices": LIMIT_METHODS, "default": "kde",
                 "help": "kde: quantile of a KDE of the reference statistic; theory: F (T^2) and "
                         "moment-matched chi-square (SPE) (default: %(default)s)"},

@@ -6,6 +6,7 @@ loads neither torch nor numpy.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import RunConfig
 from ..errors import SparseAEError
@@ -13,40 +14,68 @@ from . import args as flags
 from .args import config_from_args
 
 
-RUN_OUT = "runs/latest"  # --out of train and stack when not given
+RUNS = "runs"  # --out of train, stack and sweep when not given: the first free RUNS/<command>-NNN
 
 
-def add_training(p: argparse.ArgumentParser, out: str) -> None:
-    """The flags of a training run (train, stack, sweep); `out` is the command's run folder."""
-    flags.add(p, *flags.TRAINING, "--out", "--quiet", shown={**flags.shown_defaults(RunConfig()), "--out": out})
+def add_training(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of a training run (train, stack, sweep), whose folder defaults to RUNS/<command>-NNN."""
+    flags.add(p, *flags.TRAINING, "--out", "--overwrite", "--quiet",
+              shown={**flags.shown_defaults(RunConfig()), "--out": f"the first free {RUNS}/{command}-NNN"})
+
+
+def output_folder(args: argparse.Namespace, command: str) -> str:
+    """--out, or the first folder RUNS/<command>-NNN that does not exist yet."""
+    from ..run.output import next_free
+
+    return args.out if args.out is not None else str(next_free(RUNS, command))
+
+
+def if_exists(args: argparse.Namespace) -> str:
+    return "replace" if args.overwrite else "refuse"
 
 
 # --- train -----------------------------------------------------------------------------------------
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    add_training(p, out=RUN_OUT)
-    flags.add(p, "--resume")
+    add_training(p, "train")
+    flags.add(p, "--resume", "--check", "--tensorboard")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..training.session import train
+    from ..training.session import check_run, train
 
     if args.resume:  # the run's own settings, with the flags given on top
         from ..run.rundir import RunDir
 
+        if args.out is not None and args.out != args.resume:
+            raise SparseAEError("--resume continues the run in its own folder; leave out --out "
+                                f"(given {args.out!r})")
         out = args.resume
         config = config_from_args(args, RunDir(args.resume).read_config().to_dict())
     else:
-        out = args.out or RUN_OUT
+        out = output_folder(args, "train")
         config = config_from_args(args)
-    result = train(config, out=out, progress=not args.quiet, resume=bool(args.resume))
+    if args.check:
+        print(check_run(config, out, resume=bool(args.resume), if_exists=if_exists(args)).describe())
+        return 0
+    result = train(config, out=out, progress=not args.quiet, resume=bool(args.resume), if_exists=if_exists(args),
+                   tensorboard=args.tensorboard)
     if result.run_dir is None:  # a data-parallel process other than rank 0
+        return 0
+    if result.finished_before:
+        print(f"nothing to resume: {out} had finished; its files are unchanged")
         return 0
     last = result.history[-1]
     if "iteration" in last:  # full batch: train_loss is the exact cost over the training set
         steps, loss = f"{last['iteration']} {config.train.optimizer} iterations", "final cost"
     else:
         steps, loss = f"{len(result.history)} epochs", "last epoch's train loss"
+    if "never_fired_fraction" in result.summary:
+        from ..analysis.metrics import dead_latent_warning
+
+        warning = dead_latent_warning(result.summary["never_fired_fraction"], config.model.hidden[-1])
+        if warning is not None:
+            print(warning, file=sys.stderr)
     print(f"trained {steps} in {result.seconds:.1f} s: {loss} {last['train_loss']:.6g}, "
           f"val_mse {last['val_mse']:.5f}, mean activation {last['mean_activation']:.4f}; run folder {out}")
     return 0
@@ -60,10 +89,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     import json
+    import math
 
     from ..analysis.metrics import evaluate
-    from ..data import load_dataset
-    from ..run.rundir import RunDir, load_run
+    from ..run.rundir import RunDir, load_run, load_run_data
     from ..training.loop import resolve_device
 
     run = RunDir(args.run_dir)
@@ -72,13 +101,14 @@ def run_eval(args: argparse.Namespace) -> int:
     config = run.read_config()
     device = resolve_device(args.device or flags.DEFAULT_DEVICE)
     model = load_run(args.run_dir, device)
-    data = load_dataset(config.train.dataset, args.data_dir or config.train.data_dir,
-                        **config.train.dataset_options())
+    data = load_run_data(config, args.data_dir)
     test = data.validation(device)  # a tensor, or chunks of a streamed file
     metrics = evaluate(model, test, config.train.dead_threshold)
     report = {"run_dir": str(run.path), "split": "test", "examples": len(test),
               "penalty": config.sparsity.penalty, "rho": config.sparsity.rho, **metrics}
-    print(json.dumps(report, indent=2))
+    # NaN is not JSON: a metric that could not be computed (e.g. FVU of constant rows) is null
+    report = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.items()}
+    print(json.dumps(report, indent=2, allow_nan=False))
     return 0
 
 
@@ -102,6 +132,8 @@ def run_gradcheck(args: argparse.Namespace) -> int:
 
     if args.input_dim <= 0 or args.examples <= 0:
         raise SparseAEError(f"input-dim and examples must be positive, got {args.input_dim} and {args.examples}")
+    if not 0 < args.epsilon < 1 or not 0 <= args.tol < float("inf"):  # NaN fails both
+        raise SparseAEError(f"--epsilon must be in (0, 1) and --tol finite and >= 0; got {args.epsilon} and {args.tol}")
     config = config_from_args(args, {"model": {"input_dim": args.input_dim}}, preset=GRADCHECK_PRESET)
     torch.manual_seed(config.train.seed)
     model = SparseAutoencoder(config.model)
@@ -121,7 +153,7 @@ def run_gradcheck(args: argparse.Namespace) -> int:
 # --- stack -----------------------------------------------------------------------------------------
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
-    add_training(p, out=RUN_OUT)
+    add_training(p, "stack")
     flags.add(p, "--finetune", "--finetune-epochs", "--finetune-iter")
 
 
@@ -129,9 +161,9 @@ def run_stack(args: argparse.Namespace) -> int:
     from ..apps.stacked import train_stacked
 
     config = config_from_args(args)
-    out = args.out or RUN_OUT
+    out = output_folder(args, "stack")
     res = train_stacked(config, out, finetune=args.finetune, finetune_epochs=args.finetune_epochs,
-                        finetune_iter=args.finetune_iter, progress=not args.quiet)
+                        finetune_iter=args.finetune_iter, progress=not args.quiet, if_exists=if_exists(args))
     s = res.summary
     print(f"stack {config.model.hidden}: greedy val_mse {s['greedy']['mse']:.5f}, after {args.finetune} "
           f"fine-tuning {s['mse']:.5f} ({s['seconds']:.1f} s); run folders {out} and {out}/greedy")

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import SparseAEError
 from .dataset import Dataset
+from .paths import regular_file
 
 FORMATS = (".npy", ".npz", ".safetensors", ".parquet", ".csv")
 BLOCK_BYTES = 1 << 20  # rows read per random access: about 1 MiB
@@ -115,8 +116,8 @@ def _npy_header(f, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(f)
         return np.lib.format.read_array_header_2_0(f)
-    except ValueError as e:
-        raise SparseAEError(f"{path}: not a valid .npy file ({e})") from None
+    except Exception as e:  # numpy parses the header with ast/tokenize: a damaged one raises many kinds
+        raise SparseAEError(f"{path}: not a valid .npy file ({type(e).__name__}: {e})") from None
 
 
 def open_npy(path: Path) -> ArrayFile:
@@ -124,8 +125,9 @@ def open_npy(path: Path) -> ArrayFile:
         shape, fortran, dtype = _npy_header(f, path)
         offset = f.tell()
     if fortran:
+        _check_dtype(path, dtype)  # before loading: an object array cannot even be memory-mapped
         _check_2d(path, shape)
-        return MemoryArrayFile(path, np.load(path, mmap_mode="r"))
+        return MemoryArrayFile(path, np.load(path, mmap_mode="r", allow_pickle=False))
     return RawArrayFile(path, offset, shape, dtype.newbyteorder("<") if dtype.byteorder == "=" else dtype)
 
 
@@ -138,10 +140,12 @@ def open_npz(path: Path, key: str | None) -> ArrayFile:
         names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
         name = _pick_key(path, names, key)
         info = zf.getinfo(name + ".npy")
+        with zf.open(info) as member:  # the header first, compressed or not: refuse before decompressing
+            shape, fortran, dtype = _npy_header(member, path)
+            header_len = member.tell()
+        _check_dtype(path, dtype)
+        _check_2d(path, shape)
         if info.compress_type == zipfile.ZIP_STORED:
-            with zf.open(info) as member:
-                shape, fortran, dtype = _npy_header(member, path)
-                header_len = member.tell()
             if not fortran:
                 # data start = local file header + name + extra + npy header
                 with open(path, "rb") as f:
@@ -150,8 +154,11 @@ def open_npz(path: Path, key: str | None) -> ArrayFile:
                     start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
                         + int.from_bytes(local[28:30], "little")
                 return RawArrayFile(path, start + header_len, shape, dtype, source=path)
-        with zf.open(info) as member:
-            return MemoryArrayFile(path, np.load(io.BytesIO(member.read())))
+        try:
+            with zf.open(info) as member:
+                return MemoryArrayFile(path, np.load(io.BytesIO(member.read()), allow_pickle=False))
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:  # e.g. a damaged member
+            raise SparseAEError(f"{path}: cannot read array '{name}' ({e})") from None
 
 
 class SafetensorsFile(ArrayFile):
@@ -325,9 +332,7 @@ def _pick_key(path: Path, names: list[str], key: str | None) -> str:
 
 def open_array(path: str | os.PathLike, key: str | None = None) -> ArrayFile:
     """Open a 2-D numeric array file; `key` names the array (.npz, .safetensors) or columns (.parquet)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SparseAEError(f"data file {p} does not exist")
+    p = regular_file(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return open_npy(p)

@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import BOUNDED_ACTIVATIONS, ModelConfig
-from .codes import normalize_columns_, remove_parallel_grad_, threshold_activation, topk_activation
+from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove_parallel_grad_,
+                    threshold_activation, topk_activation)
 from .collectives import ONE_PROCESS, Collectives
 from .init import initialize
 from .kernels import sparse_topk_forward
@@ -59,6 +60,17 @@ class SparseAutoencoder(nn.Module):
         if c.topk == "batchtopk":
             # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
             self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
+        if c.topk == "jumprelu":
+            # JumpReLU's per-unit thresholds. Learned as they are, not in log space: Adam moves a parameter
+            # by about lr per step, and a log threshold then takes thousands of steps to reach the scale
+            # of the pre-activations (kept positive by a clamp where used).
+            self.threshold = nn.Parameter(torch.full((c.hidden[-1],), c.jumprelu_threshold))
+        # b_dec starts at the data mean (observe_input sets it from the first training batch); until then it
+        # is 0, and a model whose weights came from a file (load_run, a checkpoint) never has an all-zero b_dec.
+        self._bias_pending = c.bias_init == "mean" and c.one_layer() and c.output_activation == "linear"
+        if self._bias_pending:
+            with torch.no_grad():
+                self.output_bias().zero_()
         if c.unit_norm_decoder:
             w, dim = self.code_decoder_param()
             normalize_columns_(w, dim)
@@ -86,8 +98,8 @@ class SparseAutoencoder(nn.Module):
 
     def before_step(self) -> None:
         """Called between backward() and optimizer.step()."""
-        if self.config.unit_norm_decoder:
-            remove_parallel_grad_(*self.code_decoder_param())
+        if self.config.unit_norm_decoder:  # columns at unit norm since construction and every after_step
+            remove_parallel_grad_(*self.code_decoder_param(), unit_norm=True)
 
     def after_step(self) -> None:
         """Called after optimizer.step()."""
@@ -115,6 +127,7 @@ class SparseAutoencoder(nn.Module):
         - a BatchTopK model's inference threshold moves towards the batch's smallest kept
           activation (an EMA with weight 0.01; the first batch sets it).
         Neither is a parameter: both are statistics of training, so evaluation leaves them alone.
+        (`observe_input` is the one state change made before a training pass: b_dec's data init.)
         """
         code = out.hidden[-1]
         fired = out.fired if out.fired is not None else (code.detach().abs() > self.active_threshold).any(dim=0)
@@ -123,12 +136,28 @@ class SparseAutoencoder(nn.Module):
             t = self.batchtopk_threshold
             t.copy_(out.kept_min if t < 0 else 0.99 * t + 0.01 * out.kept_min)
 
+    def gate_threshold(self) -> torch.Tensor:
+        """JumpReLU's thresholds, at least 1e-6."""
+        return self.threshold.clamp_min(1e-6)
+
+    @torch.no_grad()
+    def observe_input(self, target: torch.Tensor, collectives: Collectives = ONE_PROCESS) -> None:
+        """Before the first training pass of a new model with bias_init 'mean': b_dec := the (global)
+        batch mean, so the reconstruction starts from the mean input and the pre-encoder bias centres it
+        (without centring, most ReLU units of a non-negative input start negative everywhere and die)."""
+        self._bias_pending = False
+        b = self.output_bias()
+        if not bool(b.any()):
+            b.copy_(collectives.mean_activation(target).to(b.dtype))
+
     def _code(self, z: torch.Tensor, act, k: int | None,
               collectives: Collectives) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The code layer's selection: (code, BatchTopK's smallest kept value in training, else None)."""
         mode = self.config.topk
         if mode == "none":
             return act(z), None
+        if mode == "jumprelu":
+            return jumprelu_activation(z, self.gate_threshold(), self.config.jumprelu_bandwidth), None
         if mode == "batchtopk":
             if self.training:
                 return collectives.batchtopk(z, self.config.k, act)
@@ -152,12 +181,17 @@ class SparseAutoencoder(nn.Module):
         """(activations of every encoder layer, the code's pre-activation, BatchTopK's kept minimum)
         of transformed input `h`."""
         hidden = []
-        if self.config.pre_bias:
-            h = h - self.output_bias()
         last = len(self.encoder) - 1
         z, kept_min = h, None
         for i, (layer, act) in enumerate(zip(self.encoder, self._enc_acts)):
-            z = layer(h)
+            if i == 0 and self.config.pre_bias and torch.is_autocast_enabled(h.device.type):
+                z = layer(h - self.output_bias())  # bf16: folding b_dec into the bias would round it coarsely
+            elif i == 0 and self.config.pre_bias:
+                # (h - b_dec) W^T + b_enc, written as h W^T + (b_enc - W b_dec): the input then needs no
+                # gradient, and b_dec's is a matrix-vector product instead of a batch x in x code one.
+                z = F.linear(h, layer.weight, layer.bias - layer.weight @ self.output_bias())
+            else:
+                z = layer(h)
             h, kept_min = self._code(z, act, k, collectives) if i == last else (act(z), None)
             hidden.append(h)
         return tuple(hidden), z, kept_min
@@ -197,13 +231,18 @@ class SparseAutoencoder(nn.Module):
         `collectives`: how a data-parallel run's global-batch statistics are formed (model/collectives.py).
         A model configured with topk_kernel 'sparse' trains through the sparse kernels (same outputs).
         """
+        if self.training and self._bias_pending:
+            self.observe_input(self.input_transform(x), collectives)
         if self.training and self.config.topk_kernel == "sparse":
             out = sparse_topk_forward(self, x)
         else:
             target = self.input_transform(x)
             hidden, preact, kept_min = self._encode(target, None, collectives)
-            top = self.config.topk != "none" and self.training
-            out = AutoencoderOutput(self.decode(hidden[-1]), hidden, target, preact if top else None, kept_min)
+            top = self.config.topk in ("topk", "batchtopk") and self.training
+            gate_l0 = jumprelu_l0(preact, self.gate_threshold(), self.config.jumprelu_bandwidth) \
+                if self.config.topk == "jumprelu" and self.training else None
+            out = AutoencoderOutput(self.decode(hidden[-1]), hidden, target, preact if top else None, kept_min,
+                                    gate_l0=gate_l0)
         if self.training:
             self.observe(out, collectives)
         return out

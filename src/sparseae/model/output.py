@@ -21,3 +21,6 @@ class AutoencoderOutput(NamedTuple):
     fired: torch.Tensor | None = None
     """Per code unit, whether it fired in this batch, when the forward pass knows it cheaply (the sparse
     kernel); None: read off the code."""
+    gate_l0: torch.Tensor | None = None
+    """JumpReLU training pass: per example, the number of open gates, differentiable in the thresholds
+    through the straight-through estimator (what its L0 penalty is computed from)."""

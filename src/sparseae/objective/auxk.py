@@ -23,12 +23,14 @@ def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Ten
     n_dead = int(dead.sum())
     if n_dead == 0:
         return residual.new_zeros(())
-    z = code_preact.to(residual.dtype)  # in the loss's precision (float32 after a bf16 forward pass)
-    z = z.masked_fill(~dead, float("-inf"))
+    # Only the dead units' pre-activations and decoder columns take part: with few dead units the
+    # products are n_dead wide instead of the whole code's (the same values; no -inf masking needed).
+    cols = dead.nonzero().squeeze(1)
+    z = code_preact.to(residual.dtype).index_select(1, cols)  # in the loss's precision (float32 after bf16)
     vals, idx = z.topk(min(k_aux, n_dead), dim=-1, sorted=False)
     h = torch.zeros_like(z).scatter(-1, idx, torch.relu(vals))
     e = residual.detach()
-    e_hat = F.linear(h, decoder_weight)
+    e_hat = F.linear(h, decoder_weight.index_select(1, cols))
     with torch.no_grad():
         sums = total(torch.cat([e.sum(0), e.new_tensor([e.shape[0]])]))  # column sums and rows
         spread = total((e - sums[:-1] / sums[-1]).pow(2).sum())

@@ -2,16 +2,21 @@
 
 Loss curves, reconstructions across epochs, learned features, the
 feature-density histogram (computed from the model and its data set when the
-run folder has none), the per-epoch metrics and the configuration. Pictures
-are embedded as base64 `data:` URIs, so the page is a single file that opens
-anywhere without the run folder.
+run folder has none), the feature browser (feature_browser.py: each latent's
+top activating held-out examples, decoder direction, histogram and classes),
+the per-epoch metrics and the configuration. Pictures are embedded as base64
+`data:` URIs, so the page is a single file that opens anywhere without the run
+folder. The page names its writer in a `<meta name="generator">` tag: an
+existing file without it is not a report, and `write_report` will not replace it.
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
+import os
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,11 +24,15 @@ from typing import Any
 import torch
 
 from ..errors import SparseAEError
+from . import feature_browser as fb
 from .files import atomic_write_text
 from .rundir import RunDir
 
 MAX_RECONSTRUCTIONS = 8  # epochs shown, evenly spaced, first and last included
-DENSITY_ROWS = 65536  # held-out rows behind a feature density computed for the report
+DENSITY_ROWS = 65536  # held-out rows behind a feature density or the feature browser computed for the report
+GENERATOR = '<meta name="generator" content="sparseae report">'
+# How reports began before they carried GENERATOR: those files may be replaced too.
+_OLD_HEAD = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>sparseae run '
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -35,7 +44,7 @@ figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #555; }
 img { image-rendering: pixelated; max-width: 100%; }
 .note { color: #a33; }
-"""
+""" + fb.BROWSER_CSS
 
 # Records on <html> how many images the browser decoded, so a headless browser's
 # --dump-dom shows whether the page rendered with all of them.
@@ -78,27 +87,70 @@ def _metrics_table(rows: list[dict[str, float]]) -> str:
     return f'<div style="overflow-x: auto"><table><tr>{head}</tr>{body}</table></div>'
 
 
-def _density_picture(run: RunDir, tmp: Path, data_dir: str | None) -> tuple[Path | None, str]:
-    """feature_density.png of the run, or one computed now from the model and its test split."""
-    if run.file("feature_density.png").is_file():
-        return run.file("feature_density.png"), "from the run folder"
-    from ..data import load_dataset
-    from ..data.dataset import first_rows
-    from ..analysis.metrics import unit_firing_frequency
-    from .pictures import save_feature_density
-    from .rundir import load_run
+@dataclass
+class HeldOut:
+    """The trained model and the held-out rows of its data set (the first DENSITY_ROWS), with labels."""
+
+    model: Any
+    rows: torch.Tensor
+    labels: torch.Tensor | None
+    class_names: list[str] | None
+    image_shape: tuple[int, ...] | None
+    dataset: str
+
+
+def load_held_out(run: RunDir, data_dir: str | None = None) -> HeldOut:
+    """The model of `run` and its validation rows (the classes it was trained on); SparseAEError if the
+    model or the data cannot be read here."""
+    from ..data.dataset import first_rows, select_classes
+    from ..data.fashion_mnist import CLASSES
+    from .rundir import load_run, load_run_data
 
     config = run.read_config()
     tc = config.train
-    try:
-        model = load_run(run.path)
-        data = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
-    except SparseAEError as e:
-        return None, f"not in the run folder and not computable here: {e}"
+    model = load_run(run.path)
+    data = load_run_data(config, data_dir)  # refuses data that does not fit the model (trained on other rows)
+    if tc.classes:
+        data = select_classes(data, tc.classes)
     rows = first_rows(data.validation(torch.device("cpu")), DENSITY_ROWS)  # of a streamed file: read only these
+    labels = data.test_labels[:len(rows)] if data.test_labels is not None else None
+    names = None
+    if labels is not None:
+        names = list(CLASSES) if tc.dataset == "fashion-mnist" else [str(c) for c in range(int(labels.max()) + 1)]
+    return HeldOut(model, rows.to(torch.float32), labels, names, data.image_shape, tc.dataset)
+
+
+def _density_picture(run: RunDir, tmp: Path, held: HeldOut | str) -> tuple[Path | None, str]:
+    """feature_density.png of the run, or one computed now from the model and its test split."""
+    if run.file("feature_density.png").is_file():
+        return run.file("feature_density.png"), "from the run folder"
+    from ..analysis.metrics import unit_firing_frequency
+    from .pictures import save_feature_density
+
+    if isinstance(held, str):
+        return None, f"not in the run folder and not computable here: {held}"
     path = tmp / "feature_density.png"
-    save_feature_density(unit_firing_frequency(model, rows.to(torch.float32)).numpy(), path)
-    return path, f"computed now on {len(rows)} held-out rows of the {tc.dataset} data set"
+    save_feature_density(unit_firing_frequency(held.model, held.rows).numpy(), path)
+    return path, f"computed now on {len(held.rows)} held-out rows of the {held.dataset} data set"
+
+
+def _feature_browser(held: HeldOut | str) -> str:
+    if isinstance(held, str):
+        return f'<p class="note">needs the model and the held-out rows, not available here: {html.escape(held)}</p>'
+    stats = fb.latent_stats(held.model, held.rows)
+    labels = held.labels.numpy() if held.labels is not None else None
+    data = fb.browser_data(stats, held.rows.numpy(), labels, held.class_names, held.image_shape, held.dataset,
+                           held.model.active_threshold)
+    summary = (f"{len(stats.density)} latents; top {fb.TOP} activating examples among the first {stats.rows} "
+               f"held-out rows of the {held.dataset} data set; a latent fires where |h| > "
+               f"{held.model.active_threshold:g}; its image strip shows its decoder direction (mid-grey 0), then "
+               "its examples, best first.")
+    if labels is not None:
+        pure, full = fb.one_class_share(stats, labels)
+        share = f"{100 * pure / full:.1f}%" if full else "-"
+        summary += (f" {pure} of the {full} latents with {fb.TOP} examples ({share}) have at least "
+                    f"{fb.PURE:.0%} of them in one class.")
+    return fb.browser_section(data, summary)
 
 
 def _epoch_pictures(run: RunDir) -> list[Path]:
@@ -120,6 +172,10 @@ def render_report(run_dir: str | Path, data_dir: str | None = None) -> str:
     metrics = run.read_metrics() if run.file("metrics.csv").is_file() else []
     summary = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
     parts: list[str] = []
+    try:
+        held: HeldOut | str = load_held_out(run, data_dir)
+    except SparseAEError as e:
+        held = str(e)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         parts.append("<h2>Loss curves</h2>")
@@ -143,11 +199,14 @@ def render_report(run_dir: str | Path, data_dir: str | None = None) -> str:
             parts.append('<p class="note">no features.png (not an image data set)</p>')
 
         parts.append("<h2>Feature density</h2>")
-        density, how = _density_picture(run, tmp, data_dir)
+        density, how = _density_picture(run, tmp, held)
         if density is not None:
             parts.append(_figure(density, f"share of examples on which each code unit fires ({how})"))
         else:
             parts.append(f'<p class="note">{html.escape(how)}</p>')
+
+        parts.append("<h2>Feature browser</h2>")
+        parts.append(_feature_browser(held))
 
         parts.append("<h2>Summary</h2>")
         parts.append(_key_value_table(summary) if summary else '<p class="note">no summary.json</p>')
@@ -159,15 +218,69 @@ def render_report(run_dir: str | Path, data_dir: str | None = None) -> str:
             parts.append(_key_value_table(values) if isinstance(values, dict) else _fmt(values))
     title = f"sparseae run {run.path.resolve().name}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR +
             f"<title>{html.escape(title)}</title><style>{_CSS}</style><script>{_SCRIPT}</script></head>"
             f"<body><h1>{html.escape(title)}</h1><p>{html.escape(str(run.path.resolve()))}, report written {stamp}</p>"
             + "\n".join(parts) + "</body></html>\n")
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, data_dir: str | None = None) -> Path:
-    """Write the report of `run_dir` (default: RUN_DIR/report.html) atomically; returns its path."""
-    text = render_report(run_dir, data_dir)
+    """Write the report of `run_dir` (default: RUN_DIR/report.html) atomically; returns its path.
+
+    An existing file at the path is replaced only if it is a report (it names this writer)."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    check_replaceable(path)
+    text = render_report(run_dir, data_dir)
+    check_replaceable(path)  # again: rendering takes seconds
     atomic_write_text(path, text)
     return path
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise unless `path` is free or holds a report written here (which may be replaced)."""
+    if not os.path.lexists(path):
+        return
+    refuse = f"{path} exists and is not a report written by sparseae report; not replacing it (choose another --out)"
+    if not path.is_file():
+        raise SparseAEError(refuse)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except OSError as e:
+        raise SparseAEError(f"{path} exists and cannot be read ({e.strerror}); not replacing it") from None
+    if GENERATOR not in head and not head.startswith(_OLD_HEAD):
+        raise SparseAEError(refuse)
+
+
+def check_screenshot(png: str | Path) -> None:
+    """Raise unless a screenshot can be taken (chromium is installed) and saved at `png` (free, or a PNG)."""
+    from .chromium import PNG_MAGIC, BrowserError, find_chromium
+
+    if find_chromium() is None:
+        raise BrowserError("--screenshot needs chromium (Debian: apt-get install chromium; or set $SPARSEAE_CHROMIUM)")
+    path = Path(png)
+    if os.path.lexists(path):
+        try:
+            with open(path, "rb") as f:
+                is_png = path.is_file() and f.read(len(PNG_MAGIC)) == PNG_MAGIC
+        except OSError:
+            is_png = False
+        if not is_png:
+            raise SparseAEError(f"{path} exists and is not a PNG; not replacing it with the screenshot")
+
+
+def screenshot(report: str | Path, png: str | Path, width: int = 1200, max_height: int = 1000) -> Path:
+    """Open `report` in headless Chromium (chromium.py), check that every image decoded, and save a
+    PNG of its feature browser (the page's top when it has none), at most `max_height` pixels tall."""
+    from .chromium import BrowserError, Chromium
+
+    check_screenshot(png)
+    with Chromium(width=width, height=max_height) as browser:
+        browser.open(Path(report).resolve().as_uri())
+        bad = browser.evaluate("""(window.featureBrowser ? window.featureBrowser.ready : Promise.resolve())
+            .then(() => Promise.all(Array.from(document.images).map(i => i.decode().then(() => 0, () => 1))))
+            .then(r => Array.from(document.images).filter((i, k) => r[k] || !i.naturalWidth).length)""")
+        if bad:
+            raise BrowserError(f"{bad} image(s) of {report} did not decode in chromium")
+        selector = "#feature-browser" if browser.evaluate("!!document.getElementById('feature-browser')") else "body"
+        return browser.screenshot(png, selector, max_height)

@@ -75,8 +75,35 @@ class RunDir:
         atomic_write_text(self.file("metrics.csv"), buf.getvalue())
 
     def read_metrics(self) -> list[dict[str, float]]:
-        with open(self.file("metrics.csv"), newline="", encoding="utf-8") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        """metrics.csv's rows as numbers (NaN allowed: a diverged epoch); anything else is named in one line."""
+        path = self.file("metrics.csv")
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                header = next(reader, [])
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise SparseAEError(f"{path}: cannot read ({e})") from None
+        if not header or any(not name for name in header) or len(set(header)) != len(header):
+            raise SparseAEError(f"{path}: the first line must name each column once, got {header}")
+        out = []
+        for i, row in enumerate(rows, start=2):
+            if len(row) != len(header):
+                raise SparseAEError(f"{path}: line {i} has {len(row)} values for {len(header)} columns")
+            try:
+                out.append({k: float(v) for k, v in zip(header, row)})
+            except ValueError:
+                bad = next(v for v in row if not _is_number(v))
+                raise SparseAEError(f"{path}: line {i}: {bad!r} is not a number") from None
+        return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
@@ -110,3 +137,16 @@ def check_tensors(found: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor
     extra = sorted(k for k in found if k.startswith(prefix) and k[len(prefix):] not in wanted)
     if extra:
         raise SparseAEError(f"tensor {extra[0]} is not in the model of config.json: another model?")
+
+
+def load_run_data(config: RunConfig, data_dir: str | None = None):
+    """The data set a run was trained on (its validation rows are what `eval` and `report` use), checked
+    to fit the run's model: a config.json that names other data fails here in one line, not in a matmul."""
+    from ..data import load_dataset
+
+    tc = config.train
+    data = load_dataset(tc.dataset, data_dir or tc.data_dir, **tc.dataset_options())
+    if data.input_dim != config.model.input_dim:
+        raise SparseAEError(f"the {tc.dataset} data has {data.input_dim} features per row but the run's model "
+                            f"takes {config.model.input_dim}: config.json's train section names other data")
+    return data

@@ -35,6 +35,8 @@ from ..run.files import atomic_write, atomic_write_text, write_bytes_synced
 from ..run.rundir import RunDir, check_tensors
 
 FOLDER = "checkpoint"
+_TENSORS = re.compile(r"e\d{4,}-s\d{7,}\.safetensors")
+_TEMP = re.compile(r"\.(e\d{4,}-s\d{7,}\.safetensors|state\.json)\w*\.tmp")  # atomic_write's temp names
 
 
 @dataclass
@@ -92,6 +94,8 @@ class Checkpointer:
         if state.sums is not None:
             tensors["loop.sums"] = state.sums
         tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
+        self.check_folder()
+        previous = self._named_tensors()
         data = st_save(tensors)
         name = f"e{state.epoch:04d}-s{state.step:07d}.safetensors"
         atomic_write(self.dir / name, lambda tmp: write_bytes_synced(tmp, data))
@@ -100,9 +104,29 @@ class Checkpointer:
                 "finished": state.finished, "history": state.history,
                 "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}, "config": self.config}
         atomic_write_text(self.dir / "state.json", json.dumps(meta, indent=1) + "\n")
-        for old in [*self.dir.glob("e*-s*.safetensors"), *self.dir.glob(".*.tmp")]:
-            if old.name != name:
-                old.unlink(missing_ok=True)  # older checkpoints, temp files of a killed write
+        # Clean up only what this checkpoint wrote: the tensors the previous state.json named, and
+        # temp files of a killed write of ours (their names start with ours); nothing else, and never
+        # through a symbolic link.
+        stale = [self.dir / previous] if previous not in (None, name) else []
+        stale += [p for p in self.dir.iterdir() if _TEMP.fullmatch(p.name)]
+        for old in stale:
+            if old.is_file() and not old.is_symlink():
+                old.unlink(missing_ok=True)
+
+    def check_folder(self) -> None:
+        """The checkpoint folder is a real folder inside the run folder: writing (and cleaning up)
+        through a symbolic link could delete files elsewhere."""
+        if self.dir.is_symlink() or (self.dir.exists() and not self.dir.is_dir()):
+            raise SparseAEError(f"{self.dir} is a symbolic link or not a folder; refusing to write checkpoints "
+                                "through it")
+
+    def _named_tensors(self) -> str | None:
+        """The tensors file the current state.json names, if there is a readable one."""
+        try:
+            name = json.loads((self.dir / "state.json").read_text(encoding="utf-8")).get("tensors")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return name if isinstance(name, str) and _TENSORS.fullmatch(name) else None
 
     def read_meta(self) -> dict[str, Any]:
         """state.json, checked against `CheckpointMeta`: a SparseAEError names the file, the key, the value."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..analysis.metrics import unit_firing_frequency
+from ..analysis.metrics import never_fired_fraction, unit_firing_frequency
 from ..config import FULL_BATCH_OPTIMIZERS, RunConfig
 from ..data import DataSource, load_dataset
 from ..data.dataset import first_rows, select_classes
@@ -27,12 +27,13 @@ from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
+from ..run.output import OutputFolder
 from ..run.rundir import RunDir
 from . import accel
 from .checkpoint import Checkpointer
 from .distributed import from_environment
 from .fullbatch import fit_full_batch
-from .loop import fit, resolve_device
+from .loop import fit, make_optimizer, resolve_device
 
 N_RECON = 10  # validation images shown in each reconstructions/epoch_NNN.png
 
@@ -48,6 +49,8 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     config: RunConfig | None = None
     """The configuration as trained (input size and image shape filled in)."""
+    finished_before: bool = False
+    """A resumed run that had already finished: nothing was trained, no file was written."""
 
 
 def prepare_data(config: RunConfig, dataset: DataSource | None, resume: bool) -> DataSource:
@@ -85,25 +88,38 @@ def build_model(config: RunConfig, train_x: torch.Tensor | Any, data: DataSource
     return model
 
 
-def prepare_run_folder(out: str | Path | None, config: RunConfig, resume: bool,
+def claim_output(out: str | Path | None, if_exists: str, resume: bool,
+                 collectives: Collectives) -> OutputFolder | None:
+    """The run folder, checked before anything is loaded or written (run/output.py); a resumed run
+    continues in its own folder, and only the process that writes files (rank 0) claims one."""
+    if out is None or resume or not collectives.is_main:
+        return None
+    return OutputFolder(out, if_exists)
+
+
+def prepare_run_folder(out: str | Path | None, output: OutputFolder | None, config: RunConfig, resume: bool,
                        collectives: Collectives) -> tuple[RunDir | None, Checkpointer | None]:
     """The run folder (config.json written unless resuming) and its checkpointer; None without `out`."""
     if out is None:
         return None, None
-    run = RunDir(out)
+    run = RunDir(output.create() if output is not None else out)
     if collectives.is_main and not resume:
-        run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(config)
     return run, Checkpointer(run, config.to_dict(), write=collectives.is_main)
 
 
 class EpochArtifacts:
     """After each epoch (or full-batch report): metrics.csv, the weights, this epoch's
-    reconstructions and the loss plot, in the run folder."""
+    reconstructions and the loss plot, in the run folder; with `tensorboard` (a folder), the same
+    numbers and pictures as TensorBoard events there (run/tensorboard.py)."""
 
-    def __init__(self, run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, history: list):
+    def __init__(self, run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, history: list,
+                 tensorboard: str | Path | None = None):
+        from ..run.tensorboard import TensorBoardLog
+
         self.run, self.model, self.data, self.history = run, model, data, history
         self.shown = first_rows(val_x, N_RECON) if data.image_shape else None
+        self.tensorboard = TensorBoardLog(tensorboard) if tensorboard is not None else None
 
     def __call__(self, row: dict[str, Any]) -> None:
         from ..run.pictures import save_loss_plot, save_reconstructions
@@ -111,6 +127,7 @@ class EpochArtifacts:
         self.history.append(row)
         self.run.write_metrics(self.history)
         self.run.save_model(self.model)
+        shown = rec = None
         if self.shown is not None:
             # In eval mode, as the model will be used (BatchTopK's threshold, TopK's alpha*k), and back
             # through the inverse input transform, comparable with the input. (Drawn in training mode,
@@ -122,9 +139,15 @@ class EpochArtifacts:
             self.model.train(training)
             # full-batch rows count iterations, minibatch rows epochs
             step = f"epoch_{row['epoch']:03d}" if "epoch" in row else f"iter_{row['iteration']:04d}"
-            save_reconstructions(self.shown.cpu().numpy(), rec.float().cpu().numpy(), self.data.image_shape,
-                                 self.run.file(f"reconstructions/{step}.png"))
+            shown, rec = self.shown.cpu().numpy(), rec.float().cpu().numpy()
+            save_reconstructions(shown, rec, self.data.image_shape, self.run.file(f"reconstructions/{step}.png"))
         save_loss_plot(self.history, self.run.file("loss.png"))
+        if self.tensorboard is not None:
+            weights = None
+            if self.data.image_shape:  # filters on the raw input, as features.png draws them
+                weights = self.model.input_transform.compose(self.model.encoder[0].weight.detach()).float().cpu()
+            self.tensorboard.log(row, shown, rec, None if weights is None else weights.numpy(),
+                                 self.data.image_shape)
 
 
 def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summary: dict[str, Any]) -> None:
@@ -135,32 +158,97 @@ def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summa
         # filters on the raw input (W @ ZCA for a whitened model, as UFLDL shows them)
         filters = model.input_transform.compose(model.encoder[0].weight.detach())
         save_features(filters.float().cpu().numpy(), data.image_shape, run.file("features.png"))
-    save_feature_density(unit_firing_frequency(model, first_rows(val_x, 65536)), run.file("feature_density.png"))
+    frequency = unit_firing_frequency(model, first_rows(val_x, 65536))
+    save_feature_density(frequency, run.file("feature_density.png"))
+    summary["never_fired_fraction"] = never_fired_fraction(frequency)  # the CLI warns above 1%
     run.write_json("summary.json", summary)
 
 
 def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource | None = None,
-          progress: bool = True, model: SparseAutoencoder | None = None, resume: bool = False) -> TrainResult:
+          progress: bool = True, model: SparseAutoencoder | None = None, resume: bool = False,
+          if_exists: str = "refuse", tensorboard: str | Path | None = None) -> TrainResult:
     """Train a sparse autoencoder as configured; writes the run folder `out` if given.
 
     `model` continues training an existing model (e.g. fine-tuning a stack) instead of a new one.
     `resume` continues the killed run in `out` from its last checkpoint (same configuration).
+    `if_exists`: what to do when `out` already holds files: 'refuse' (default), 'replace' (the new run
+    is written beside it and takes its place when it has finished) or 'add' (write into it).
+    `tensorboard`: also log each epoch to this folder for TensorBoard (with a run folder `out`).
     Started by torchrun (WORLD_SIZE > 1), the processes train data-parallel; rank 0 writes `out`.
     """
+    plan = check_run(config, out, dataset, resume, if_exists)
+    if resume and (done := finished_run(RunDir(out), config)) is not None:
+        return done  # nothing to resume: the run's files stay as they are
+    try:
+        result = _train(plan, progress, model, tensorboard)
+    except BaseException:
+        if plan.output is not None:
+            plan.output.discard()  # a replaced folder stays as it was
+        raise
+    if plan.output is not None:
+        plan.output.commit()
+        if result.run_dir is not None:
+            result.run_dir = RunDir(plan.output.final)
+    return result
+
+
+@dataclass
+class RunPlan:
+    """A run whose settings, data, device and output folder have all been checked; nothing written yet."""
+
+    config: RunConfig
+    out: str | Path | None
+    output: OutputFolder | None
+    data: DataSource
+    device: torch.device
+    collectives: Collectives
+    resume: bool
+
+    def describe(self) -> str:
+        """What `train` would do, in a few lines (`sparseae train --check`)."""
+        c, tc, data = self.config, self.config.train, self.data
+        sizes = "-".join(str(v) for v in [c.model.input_dim, *c.model.hidden, *c.model.decoder_sizes(),
+                                          c.model.input_dim])
+        rows = f"{data.train.shape[0]} training rows" if data.in_memory else "training rows streamed from the file"
+        if tc.limit_train and data.in_memory:
+            rows = f"{min(tc.limit_train, data.train.shape[0])} of {data.train.shape[0]} training rows"
+        state = "resumed" if self.resume else "new"
+        if self.output is not None and self.output.replace:
+            state = "replaced when the new run has finished"
+        where = "no run folder" if self.out is None else f"run folder {self.out} ({state})"
+        steps = f"{tc.max_iter} {tc.optimizer} iterations" if tc.optimizer in FULL_BATCH_OPTIMIZERS else \
+            f"{tc.epochs} epochs, batch {tc.batch_size}, {tc.optimizer} lr {tc.lr:g}"
+        return (f"would train {sizes} ({c.model.parameter_count():,} weights; penalty {c.sparsity.penalty}) on "
+                f"{tc.dataset}: {rows}; {steps}; on {self.device.type}; {where}")
+
+
+def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSource | None = None,
+              resume: bool = False, if_exists: str = "refuse") -> RunPlan:
+    """Every check `train` makes before its first write: the settings, the checkpoint to resume, the
+    device, the data (loaded, every value finite), the output folder. Raises SparseAEError."""
     config.validate()
-    tc = config.train
     if resume:
         if out is None:
             raise SparseAEError("resume needs the run folder to continue")
         check_resumable(RunDir(out), config)
-    data = prepare_data(config, dataset, resume)
-    device = resolve_device(tc.device)
+    device = resolve_device(config.train.device)
     collectives = from_environment(device) or ONE_PROCESS
+    data = prepare_data(config, dataset, resume)  # bad data is named before a taken folder
+    output = claim_output(out, if_exists, resume, collectives)
     distributed = collectives is not ONE_PROCESS
-    accel.check_device_options(tc, device, distributed)  # the settings' own rules: config.validate()
+    accel.check_device_options(config.train, device, distributed)  # the settings' own rules: config.validate()
+    if config.train.optimizer in FULL_BATCH_OPTIMIZERS and (not data.in_memory or resume or distributed):
+        raise SparseAEError(f"optimizer '{config.train.optimizer}' needs the data in memory, one process, "
+                            "no resume")
+    return RunPlan(config, out, output, data, device, collectives, resume)
+
+
+def _train(plan: RunPlan, progress: bool, model: SparseAutoencoder | None,
+           tensorboard: str | Path | None = None) -> TrainResult:
+    config, out, output, data, device, collectives, resume = (
+        plan.config, plan.out, plan.output, plan.data, plan.device, plan.collectives, plan.resume)
+    tc = config.train
     full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
-    if full_batch and (not data.in_memory or resume or distributed):  # before any file
-        raise SparseAEError(f"optimizer '{tc.optimizer}' needs the data in memory, one process, no resume")
     accel.set_matmul_precision(tc.precision, device)
     torch.manual_seed(tc.seed)
     train_x = data.training(device, tc.batch_size, tc.limit_train)
@@ -168,10 +256,10 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource 
     model = build_model(config, train_x, data, device, model)
     collectives.broadcast_([*model.parameters(), *model.buffers()])  # every process starts equal
 
-    run, checkpoint = prepare_run_folder(out, config, resume, collectives)
+    run, checkpoint = prepare_run_folder(out, output, config, resume, collectives)
     history: list[dict[str, Any]] = list(checkpoint.read_meta()["history"]) if resume else []
-    on_epoch = EpochArtifacts(run, model, data, val_x, history) if run is not None and collectives.is_main \
-        else None
+    on_epoch = EpochArtifacts(run, model, data, val_x, history, tensorboard) \
+        if run is not None and collectives.is_main else None
     objective = Objective(config.sparsity, tc.recon, collectives)
     t0 = time.perf_counter()
     if full_batch:
@@ -192,7 +280,9 @@ def check_resumable(run: RunDir, config: RunConfig) -> None:
     """Raise unless `run` has a checkpoint written with this configuration (device aside)."""
     if not run.path.is_dir():
         raise SparseAEError(f"cannot resume: run folder {run.path} does not exist")
-    if not Checkpointer(run).exists():
+    checkpointer = Checkpointer(run)
+    checkpointer.check_folder()
+    if not checkpointer.exists():
         raise SparseAEError(f"cannot resume: {run.path} has no checkpoint ({run.path}/checkpoint/state.json)")
     saved, now = run.read_config().to_dict(), config.to_dict()
     diffs = [f"{section}.{k}: {v!r} in the run, {now[section].get(k)!r} now"
@@ -201,3 +291,24 @@ def check_resumable(run: RunDir, config: RunConfig) -> None:
     if diffs:
         raise SparseAEError(f"cannot resume {run.path} with a different configuration ({'; '.join(diffs)}); "
                             "leave the settings as they were, or train into a new folder")
+
+
+def finished_run(run: RunDir, config: RunConfig) -> TrainResult | None:
+    """The result of a run that has already finished (checkpoint and summary.json written), read
+    from its folder; None if it has not."""
+    from ..run.rundir import load_run
+
+    checkpointer = Checkpointer(run)
+    meta = checkpointer.read_meta()
+    if not meta["finished"] or not run.file("summary.json").is_file():
+        return None
+    # Checked as a resume would check it, so that a damaged run is not called finished.
+    scratch = SparseAutoencoder(config.model)
+    rng = torch.get_rng_state()
+    checkpointer.load(scratch, make_optimizer(list(scratch.parameters()), config.train, torch.device("cpu")),
+                      Objective(config.sparsity, config.train.recon))
+    torch.set_rng_state(rng)
+    summary = run.read_json("summary.json")
+    seconds = summary.get("seconds") if isinstance(summary, dict) else None
+    return TrainResult(load_run(run.path), meta["history"], float(seconds or 0.0), bool(meta["reached"]), run,
+                       summary if isinstance(summary, dict) else {}, config, finished_before=True)

@@ -1,0 +1,338 @@
+"""sparseae's default TopK recipe against the peer libraries, on one identical tensor.
+
+    python benchmarks/peers_topk.py --peers-python /tmp/peers-venv/bin/python [--rounds 2] [--sklearn]
+
+Every library trains a TopK sparse autoencoder on the same centred FashionMNIST tensor (the 60,000
+training images minus their mean; the test images minus the same mean), with the same width, k,
+epochs and batch, on one CPU thread, each with its own recommended training step:
+
+- sparseae: `sparseae train --penalty topk --k K --hidden N --epochs E` and nothing else (its defaults);
+- EleutherAI sparsify (eai-sparsify): `SparseCoder` with the step of its `Trainer` (its Trainer wants a
+  language model): loss FVU, gradient parallel to the decoder directions removed, decoder renormalised,
+  b_dec at the first batch's mean; `sparsify` with the Trainer's default optimizer (sign SGD under a
+  schedule-free wrapper, lr 5e-3 / sqrt(latents / 2^14): 0.02 at 1024 latents, too large for this
+  width), `sparsify-adam` with its `optimizer adam` setting (Adam 2e-4 / sqrt(latents / 2^14), linear
+  warm-up and decay);
+- SAELens (sae-lens): `TopKTrainingSAE` trained by its `SAETrainer` from an iterator of batches;
+- overcomplete: `TopKSAE` trained by its `train_sae` with its top-k auxiliary loss.
+
+Each run is a subprocess with OMP_NUM_THREADS=1; the libraries are alternated within each round (the
+order reversed every other round), so a change of load hits them alike. Printed per run and as a
+Markdown table: test FVU, L0, the share of latents that never fire on the test split, seconds of
+training, and FVU and time relative to sparseae. `--sklearn` adds scikit-learn's
+MiniBatchDictionaryLearning + OMP at k non-zeros, the sparse-coding reference (slow to encode).
+
+The peers are not dependencies of sparseae: they live in their own virtual environment
+(benchmarks/requirements-peers.txt; see benchmarks/README.md). This file only needs numpy and torch
+in both interpreters; sparseae's worker runs under the interpreter that runs this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEERS = ("sparsify", "sparsify-adam", "sae-lens", "overcomplete")
+
+
+# --- the workers: one library, one run, one JSON line -----------------------------------------------
+
+def _metrics(encode, decode, test) -> dict:
+    """Test FVU, L0 and never-firing share of a trained model given as encode/decode functions."""
+    import torch
+
+    sq, l0, fired = 0.0, 0.0, None
+    with torch.no_grad():
+        for i in range(0, test.shape[0], 2048):
+            xb = test[i:i + 2048]
+            code = encode(xb)
+            rec = decode(code)
+            sq += (rec - xb).pow(2).sum().item()
+            l0 += (code != 0).sum().item()
+            f = (code != 0).any(0)
+            fired = f if fired is None else fired | f
+    var = (test - test.mean(0)).pow(2).sum().item()
+    return {"fvu": sq / var, "l0": l0 / test.shape[0], "dead": 1 - fired.float().mean().item()}
+
+
+def worker_sparseae(train, test, a) -> dict:
+    import argparse as ap
+
+    from sparseae.cli.args import TRAINING, add, config_from_args
+    from sparseae.data import Dataset
+    from sparseae.training import train as fit
+
+    p = ap.ArgumentParser()
+    add(p, *TRAINING)
+    config = config_from_args(p.parse_args(["--penalty", "topk", "--k", str(a.k), "--hidden", str(a.latents),
+                                            "--epochs", str(a.epochs), "--batch-size", str(a.batch),
+                                            "--device", "cpu", "--seed", str(a.seed)]))
+    t0 = time.perf_counter()
+    result = fit(config, dataset=Dataset(train, test), progress=False)
+    seconds = time.perf_counter() - t0
+    model = result.model.eval()
+    # the code of the forward pass (k units), not encode()'s features (encode_alpha * k units)
+    return {"seconds": seconds, **_metrics(lambda x: model.encode_all(x)[-1], model.decode, test)}
+
+
+def worker_sparsify(train, test, a) -> dict:
+    """sparsify's Trainer step, spelled out (its Trainer wants a language model): b_dec at the first
+    batch's mean, loss = FVU (auxk_alpha 0 by default), gradient parallel to the decoder directions
+    removed, its default optimizer (sign SGD under a schedule-free wrapper, momentum 0.95, lr
+    5e-3 / sqrt(latents / 2^14)), decoder renormalised before each forward pass."""
+    import torch
+    from schedulefree import ScheduleFreeWrapper
+    from sparsify import SparseCoder, SparseCoderConfig
+    from sparsify.sign_sgd import SignSGD
+
+    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=a.latents, k=a.k), "cpu",
+                      dtype=torch.float32)
+    opt = ScheduleFreeWrapper(SignSGD([{"params": sae.parameters(),
+                                        "lr": 5e-3 / (a.latents / 2 ** 14) ** 0.5}]), momentum=0.95)
+    opt.train()
+    g = torch.Generator().manual_seed(a.seed)
+    t0 = time.perf_counter()
+    for epoch in range(a.epochs):
+        order = torch.randperm(train.shape[0], generator=g)
+        for i in range(0, train.shape[0], a.batch):
+            xb = train[order[i:i + a.batch]]
+            if epoch == 0 and i == 0:
+                sae.b_dec.data = xb.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+            out = sae(xb)
+            out.fvu.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            opt.step()
+            opt.zero_grad()
+    opt.eval()  # schedule-free: the averaged weights
+    seconds = time.perf_counter() - t0
+
+    def encode(x):
+        enc = sae.encode(x)
+        return torch.zeros(x.shape[0], a.latents).scatter(1, enc.top_indices, enc.top_acts)
+
+    return {"seconds": seconds, **_metrics(encode, lambda c: c @ sae.W_dec + sae.b_dec, test)}
+
+
+def worker_sparsify_adam(train, test, a) -> dict:
+    """sparsify's Trainer with its `optimizer adam` setting: Adam at 2e-4 / sqrt(latents / 2^14), a linear
+    warm-up over min(1000, all) steps then a linear decay to 0 (its schedule), the same step otherwise."""
+    import torch
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=a.latents, k=a.k), "cpu",
+                      dtype=torch.float32)
+    opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (a.latents / 2 ** 14) ** 0.5)
+    total = a.epochs * -(-train.shape[0] // a.batch)
+    warm = min(1000, total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    g = torch.Generator().manual_seed(a.seed)
+    t0 = time.perf_counter()
+    for epoch in range(a.epochs):
+        order = torch.randperm(train.shape[0], generator=g)
+        for i in range(0, train.shape[0], a.batch):
+            xb = train[order[i:i + a.batch]]
+            if epoch == 0 and i == 0:
+                sae.b_dec.data = xb.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+            out = sae(xb)
+            out.fvu.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            opt.step()
+            opt.zero_grad()
+            sched.step()
+    sae.set_decoder_norm_to_unit_norm()
+    seconds = time.perf_counter() - t0
+
+    def encode(x):
+        enc = sae.encode(x)
+        return torch.zeros(x.shape[0], a.latents).scatter(1, enc.top_indices, enc.top_acts)
+
+    return {"seconds": seconds, **_metrics(encode, lambda c: c @ sae.W_dec + sae.b_dec, test)}
+
+
+def worker_sae_lens(train, test, a) -> dict:
+    """SAELens: TopKTrainingSAE with its defaults, trained by SAETrainer (its defaults: Adam lr 3e-4)
+    from an iterator of batches."""
+    import torch
+    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=train.shape[1], d_sae=a.latents, k=a.k, device="cpu"))
+    g = torch.Generator().manual_seed(a.seed)
+
+    def batches():
+        while True:
+            order = torch.randperm(train.shape[0], generator=g)
+            for i in range(0, train.shape[0] - a.batch + 1, a.batch):
+                yield train[order[i:i + a.batch]]
+
+    cfg = SAETrainerConfig(total_training_samples=a.epochs * train.shape[0], train_batch_size_samples=a.batch,
+                           device="cpu", lr_end=SAETrainerConfig.lr)  # constant: lr_end is set by its runner
+    t0 = time.perf_counter()
+    SAETrainer(cfg, sae, batches()).fit()
+    seconds = time.perf_counter() - t0
+    sae.eval()
+    return {"seconds": seconds, **_metrics(sae.encode, sae.decode, test)}
+
+
+def worker_overcomplete(train, test, a) -> dict:
+    """overcomplete: TopKSAE trained by its train_sae with the README's step (Adam 5e-4, MSE, gradient
+    clipping 1.0) and the top-k auxiliary loss it ships (penalty 0.1)."""
+    import types
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # overcomplete/__init__ imports its vision models, which import torchvision; this comparison needs
+    # neither (and torchvision's CUDA build is uninstalled from the peers' environment)
+    stub = types.ModuleType("torchvision")
+    stub.transforms = types.ModuleType("torchvision.transforms")
+    sys.modules.setdefault("torchvision", stub)
+    sys.modules.setdefault("torchvision.transforms", stub.transforms)
+    import matplotlib
+    import matplotlib.cm
+
+    if not hasattr(matplotlib.cm, "get_cmap"):  # removed in matplotlib 3.9; overcomplete 0.3.0 still calls it
+        matplotlib.cm.get_cmap = matplotlib.colormaps.get_cmap
+    from overcomplete.sae import TopKSAE, train_sae
+    from overcomplete.sae.losses import top_k_auxiliary_loss
+
+    sae = TopKSAE(train.shape[1], nb_concepts=a.latents, top_k=a.k, device="cpu")
+    loader = DataLoader(TensorDataset(train), batch_size=a.batch, shuffle=True,
+                        generator=torch.Generator().manual_seed(a.seed))
+    opt = torch.optim.Adam(sae.parameters(), lr=5e-4)
+    t0 = time.perf_counter()
+    train_sae(sae, loader, top_k_auxiliary_loss, opt, nb_epochs=a.epochs, monitoring=0, device="cpu")
+    seconds = time.perf_counter() - t0
+    sae.eval()
+    return {"seconds": seconds, **_metrics(lambda x: sae.encode(x)[1], sae.decode, test)}
+
+
+def worker_sklearn(train, test, a) -> dict:
+    import torch
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    t0 = time.perf_counter()
+    dl = MiniBatchDictionaryLearning(n_components=a.latents, batch_size=a.batch, max_iter=1,
+                                     transform_algorithm="omp", transform_n_nonzero_coefs=a.k,
+                                     fit_algorithm="cd", random_state=a.seed)
+    dl.fit(train[:a.sklearn_rows].numpy())
+    seconds = time.perf_counter() - t0
+    atoms = torch.from_numpy(dl.components_).float()
+    return {"seconds": seconds, **_metrics(lambda x: torch.from_numpy(dl.transform(x.numpy())).float(),
+                                           lambda c: c @ atoms, test)}
+
+
+WORKERS = {"sparseae": worker_sparseae, "sparsify": worker_sparsify, "sparsify-adam": worker_sparsify_adam,
+           "sae-lens": worker_sae_lens,
+           "overcomplete": worker_overcomplete, "sklearn": worker_sklearn}
+
+
+def run_worker(a) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    data = np.load(a.data)
+    train, test = torch.from_numpy(data["train"]), torch.from_numpy(data["test"])
+    result = WORKERS[a.worker](train, test, a)
+    print(json.dumps({"library": a.worker, **result, "load": os.getloadavg()[0]}))
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+def centred_fashion_mnist(path: Path) -> None:
+    from sparseae.data import load_dataset
+
+    d = load_dataset("fashion-mnist")
+    mean = d.train.mean(0)
+    np.savez(path, train=(d.train - mean).numpy(), test=(d.test - mean).numpy())
+
+
+def version(python: str, library: str) -> str:
+    dist = {"sparsify": "eai-sparsify", "sparsify-adam": "eai-sparsify", "sklearn": "scikit-learn"}.get(library,
+                                                                                                       library)
+    code = f"import importlib.metadata as m; print(m.version('{dist}'))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--peers-python", help="interpreter of the peers' virtual environment")
+    p.add_argument("--peers", default=",".join(PEERS), help="which peers (default: %(default)s)")
+    p.add_argument("--latents", type=int, default=1024)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1, help="runs of each library, alternated (default: 1)")
+    p.add_argument("--sklearn", action="store_true", help="also the dictionary-learning + OMP reference")
+    p.add_argument("--sklearn-rows", type=int, default=7680, help="training rows of the reference")
+    p.add_argument("--json", help="also write every run as JSON lines to this file")
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        return run_worker(a)
+
+    tmp = Path(tempfile.mkdtemp(prefix="peers_topk_"))
+    data = tmp / "fashion_mnist_centred.npz"
+    centred_fashion_mnist(data)
+    libraries = ["sparseae"] + ([x for x in a.peers.split(",") if x] if a.peers_python else [])
+    python = {lib: sys.executable if lib == "sparseae" else a.peers_python for lib in libraries}
+    if a.sklearn:
+        python["sklearn"] = a.peers_python or sys.executable
+    common = ["--latents", str(a.latents), "--k", str(a.k), "--epochs", str(a.epochs), "--batch", str(a.batch),
+              "--seed", str(a.seed), "--sklearn-rows", str(a.sklearn_rows), "--data", str(data)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    runs = []
+    for r in range(a.rounds):
+        order = libraries if r % 2 == 0 else libraries[::-1]
+        if a.sklearn and r == 0:
+            order = order + ["sklearn"]
+        for lib in order:
+            out = subprocess.run([python[lib], __file__, "--worker", lib, *common], capture_output=True, text=True,
+                                 env=env)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if out.returncode != 0 or not lines:
+                print(f"{lib}: failed\n{out.stderr[-3000:]}", file=sys.stderr)
+                continue
+            run = {**json.loads(lines[-1]), "round": r + 1}
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    if a.json:
+        Path(a.json).write_text("".join(json.dumps(r) + "\n" for r in runs))
+    print(table(runs, python, a))
+
+
+def table(runs: list[dict], python: dict, a) -> str:
+    base = [r for r in runs if r["library"] == "sparseae"]
+    fvu0 = sum(r["fvu"] for r in base) / len(base) if base else float("nan")
+    sec0 = sum(r["seconds"] for r in base) / len(base) if base else float("nan")
+    lines = [f"{a.latents} latents, k {a.k}, {a.epochs} epochs, batch {a.batch}, one thread, centred FashionMNIST "
+             "(test split)", "",
+             "| library | version | round | test FVU | L0 | never fire | seconds | FVU / sparseae | time / sparseae "
+             "| load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
+    versions = {}
+    for r in runs:
+        lib = r["library"]
+        if lib not in versions:
+            versions[lib] = "(this tree)" if lib == "sparseae" else version(python[lib], lib)
+        lines.append(f"| {lib} | {versions[lib]} | {r['round']} | {r['fvu']:.4f} | {r['l0']:.1f} | "
+                     f"{100 * r['dead']:.1f}% | {r['seconds']:.1f} | {r['fvu'] / fvu0:.3f} | "
+                     f"{r['seconds'] / sec0:.2f} | {r['load']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
