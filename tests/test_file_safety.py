@@ -289,3 +289,17 @@ def test_report_on_a_metrics_csv_that_is_not_numbers(tmp_path, finished, capsys)
     lines[2] = "x" + lines[2][1:]
     (finished / "metrics.csv").write_text("\n".join(lines) + "\n")
     assert "not a number" in refused(capsys, "report", str(finished), "--out", str(tmp_path / "r.html"))
+
+
+def test_a_value_too_large_for_float32_is_one_line_without_a_numpy_warning(tmp_path):
+    import subprocess
+
+    x = np.full((50, 4), 0.5)
+    x[7, 2] = 1e300  # float64: overflows to inf when read as float32
+    p = tmp_path / "big.npy"
+    np.save(p, x)
+    # a subprocess: pytest would capture the warning itself
+    proc = subprocess.run([sys.executable, "-m", "sparseae", *train_args(p, tmp_path / "r")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "row 7, column 2" in proc.stderr and "Warning" not in proc.stderr
