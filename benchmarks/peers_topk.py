@@ -82,6 +82,27 @@ def worker_sparseae(train, test, a) -> dict:
     return {"seconds": seconds, **_metrics(lambda x: model.encode_all(x)[-1], model.decode, test)}
 
 
+def _sparsify_epochs(sae, opt, train, a, after_step=None) -> None:
+    """sparsify's own training step (SparseCoder: unit-norm decoder, FVU loss, parallel gradient removed),
+    b_dec started at the first batch's mean, over `a.epochs` shuffled epochs."""
+    import torch
+
+    g = torch.Generator().manual_seed(a.seed)
+    for epoch in range(a.epochs):
+        order = torch.randperm(train.shape[0], generator=g)
+        for i in range(0, train.shape[0], a.batch):
+            xb = train[order[i:i + a.batch]]
+            if epoch == 0 and i == 0:
+                sae.b_dec.data = xb.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+            sae(xb).fvu.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            opt.step()
+            opt.zero_grad()
+            if after_step is not None:
+                after_step()
+
+
 def worker_sparsify(train, test, a) -> dict:
     """sparsify's Trainer step, spelled out (its Trainer wants a language model): b_dec at the first
     batch's mean, loss = FVU (auxk_alpha 0 by default), gradient parallel to the decoder directions
@@ -97,20 +118,8 @@ def worker_sparsify(train, test, a) -> dict:
     opt = ScheduleFreeWrapper(SignSGD([{"params": sae.parameters(),
                                         "lr": 5e-3 / (a.latents / 2 ** 14) ** 0.5}]), momentum=0.95)
     opt.train()
-    g = torch.Generator().manual_seed(a.seed)
     t0 = time.perf_counter()
-    for epoch in range(a.epochs):
-        order = torch.randperm(train.shape[0], generator=g)
-        for i in range(0, train.shape[0], a.batch):
-            xb = train[order[i:i + a.batch]]
-            if epoch == 0 and i == 0:
-                sae.b_dec.data = xb.mean(0)
-            sae.set_decoder_norm_to_unit_norm()
-            out = sae(xb)
-            out.fvu.backward()
-            sae.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad()
+    _sparsify_epochs(sae, opt, train, a)
     opt.eval()  # schedule-free: the averaged weights
     seconds = time.perf_counter() - t0
 
@@ -134,21 +143,8 @@ def worker_sparsify_adam(train, test, a) -> dict:
     warm = min(1000, total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    g = torch.Generator().manual_seed(a.seed)
     t0 = time.perf_counter()
-    for epoch in range(a.epochs):
-        order = torch.randperm(train.shape[0], generator=g)
-        for i in range(0, train.shape[0], a.batch):
-            xb = train[order[i:i + a.batch]]
-            if epoch == 0 and i == 0:
-                sae.b_dec.data = xb.mean(0)
-            sae.set_decoder_norm_to_unit_norm()
-            out = sae(xb)
-            out.fvu.backward()
-            sae.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad()
-            sched.step()
+    _sparsify_epochs(sae, opt, train, a, sched.step)
     sae.set_decoder_norm_to_unit_norm()
     seconds = time.perf_counter() - t0
 

@@ -14,8 +14,9 @@ import json
 import math
 import shutil
 import tempfile
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -126,11 +127,15 @@ def mutate_json(data, doc):
     return doc
 
 
-def copy_run(workspace) -> tuple[Path, Path]:
-    """A fresh copy of the prepared run folder (and its data, at the path its config names)."""
+@contextmanager
+def copy_run(workspace) -> Iterator[tuple[Path, Path]]:
+    """A fresh copy of the prepared run folder, removed afterwards: (its folder, the run)."""
     tmp = Path(tempfile.mkdtemp(prefix="case-", dir=workspace))
     shutil.copytree(workspace / "run", tmp / "run")
-    return tmp, tmp / "run"
+    try:
+        yield tmp, tmp / "run"
+    finally:
+        shutil.rmtree(tmp)
 
 
 def corrupt_json_file(data, path: Path) -> None:
@@ -141,29 +146,23 @@ def corrupt_json_file(data, path: Path) -> None:
 @settings(max_examples=110, **SETTINGS)
 @given(st.data())
 def test_a_corrupted_config_json_ends_cleanly(workspace, data):
-    tmp, run = copy_run(workspace)
-    try:
+    with copy_run(workspace) as (tmp, run):
         corrupt_json_file(data, run / "config.json")
         before = digest(tmp)
         code, _, err = call(["eval", str(run), "--device", "cpu"])
         assert_clean_ending(code, err)
         assert digest(tmp) == before
-    finally:
-        shutil.rmtree(tmp)
 
 
 @settings(max_examples=110, **SETTINGS)
 @given(st.data())
 def test_a_corrupted_state_json_ends_cleanly(workspace, data):
-    tmp, run = copy_run(workspace)
-    try:
+    with copy_run(workspace) as (tmp, run):
         corrupt_json_file(data, run / "checkpoint" / "state.json")
         before = digest(tmp)
         code, _, err = call(["train", "--resume", str(run), "--check", "--quiet"])
         assert_clean_ending(code, err)
         assert digest(tmp) == before
-    finally:
-        shutil.rmtree(tmp)
 
 
 CSV_CELLS = st.one_of(st.sampled_from(["", "nan", "inf", "-1", "x", "1e999", "0.5", '"', "a,b"]),
@@ -173,8 +172,7 @@ CSV_CELLS = st.one_of(st.sampled_from(["", "nan", "inf", "-1", "x", "1e999", "0.
 @settings(max_examples=60, **SETTINGS)
 @given(st.data())
 def test_a_corrupted_metrics_csv_ends_cleanly(workspace, data):
-    tmp, run = copy_run(workspace)
-    try:
+    with copy_run(workspace) as (tmp, run):
         rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
         for _ in range(data.draw(st.integers(1, 4))):
             r = data.draw(st.integers(0, len(rows) - 1))
@@ -189,15 +187,12 @@ def test_a_corrupted_metrics_csv_ends_cleanly(workspace, data):
         after = digest(tmp)
         after.pop("report.html", None)  # the one file it was asked to write
         assert after == before
-    finally:
-        shutil.rmtree(tmp)
 
 
 @settings(max_examples=60, **SETTINGS)
 @given(st.data())
 def test_a_corrupted_data_file_ends_cleanly(workspace, data):
-    tmp, run = copy_run(workspace)
-    try:
+    with copy_run(workspace) as (tmp, run):
         raw = bytearray((workspace / "data.npy").read_bytes())
         kind = data.draw(st.sampled_from(["truncate", "flip", "header"]))
         if kind == "truncate":
@@ -216,5 +211,3 @@ def test_a_corrupted_data_file_ends_cleanly(workspace, data):
         if code == 0:  # a flipped value may still be a number: then the report is JSON, maybe with null
             json.loads(out, parse_constant=lambda c: math.nan)
         assert digest(tmp) == before
-    finally:
-        shutil.rmtree(tmp)

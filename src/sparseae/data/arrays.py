@@ -264,7 +264,7 @@ class CsvFile(ArrayFile):
                     first = False
                     cells = line.decode("utf-8", "replace").strip().split(delimiter)
                     n_cols = len(cells)
-                    if not any(_is_number(c) for c in cells):
+                    if not any(is_number(c) for c in cells):
                         self.header = [c.strip() for c in cells]
                         continue
                 if n_rows % 4096 == 0:
@@ -301,7 +301,7 @@ class CsvFile(ArrayFile):
             try:
                 out[i] = [float(c) for c in cells]
             except ValueError:
-                bad = next(c for c in cells if not _is_number(c.decode("utf-8", "replace")))
+                bad = next(c for c in cells if not is_number(c.decode("utf-8", "replace")))
                 raise SparseAEError(f"{self.path}: data row {start + i + 1} has a non-numeric cell "
                                     f"'{bad.decode('utf-8', 'replace').strip()}'") from None
         return out
@@ -311,7 +311,7 @@ class CsvFile(ArrayFile):
         return list(zip(edges, edges[1:]))
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
         return True

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
 from ..schema import in_file
+from ..data.arrays import is_number
 from ..errors import SparseAEError
 from .files import atomic_write, atomic_write_text
 from ..model import SparseAutoencoder
@@ -93,17 +94,9 @@ class RunDir:
             try:
                 out.append({k: float(v) for k, v in zip(header, row)})
             except ValueError:
-                bad = next(v for v in row if not _is_number(v))
+                bad = next(v for v in row if not is_number(v))
                 raise SparseAEError(f"{path}: line {i}: {bad!r} is not a number") from None
         return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
