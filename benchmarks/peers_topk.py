@@ -103,6 +103,17 @@ def _sparsify_epochs(sae, opt, train, a, after_step=None) -> None:
                 after_step()
 
 
+def _sparsify_metrics(sae, test, a) -> dict:
+    """Test metrics of a trained SparseCoder: its TopK code scattered to dense rows, decoded by W_dec."""
+    import torch
+
+    def encode(x):
+        enc = sae.encode(x)
+        return torch.zeros(x.shape[0], a.latents).scatter(1, enc.top_indices, enc.top_acts)
+
+    return _metrics(encode, lambda c: c @ sae.W_dec + sae.b_dec, test)
+
+
 def worker_sparsify(train, test, a) -> dict:
     """sparsify's Trainer step, spelled out (its Trainer wants a language model): b_dec at the first
     batch's mean, loss = FVU (auxk_alpha 0 by default), gradient parallel to the decoder directions
@@ -122,12 +133,7 @@ def worker_sparsify(train, test, a) -> dict:
     _sparsify_epochs(sae, opt, train, a)
     opt.eval()  # schedule-free: the averaged weights
     seconds = time.perf_counter() - t0
-
-    def encode(x):
-        enc = sae.encode(x)
-        return torch.zeros(x.shape[0], a.latents).scatter(1, enc.top_indices, enc.top_acts)
-
-    return {"seconds": seconds, **_metrics(encode, lambda c: c @ sae.W_dec + sae.b_dec, test)}
+    return {"seconds": seconds, **_sparsify_metrics(sae, test, a)}
 
 
 def worker_sparsify_adam(train, test, a) -> dict:
@@ -147,12 +153,7 @@ def worker_sparsify_adam(train, test, a) -> dict:
     _sparsify_epochs(sae, opt, train, a, sched.step)
     sae.set_decoder_norm_to_unit_norm()
     seconds = time.perf_counter() - t0
-
-    def encode(x):
-        enc = sae.encode(x)
-        return torch.zeros(x.shape[0], a.latents).scatter(1, enc.top_indices, enc.top_acts)
-
-    return {"seconds": seconds, **_metrics(encode, lambda c: c @ sae.W_dec + sae.b_dec, test)}
+    return {"seconds": seconds, **_sparsify_metrics(sae, test, a)}
 
 
 def worker_sae_lens(train, test, a) -> dict:
