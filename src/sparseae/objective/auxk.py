@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.collectives import ONE_PROCESS
+from .penalties import batch_spread
 
 
 def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor,
@@ -31,7 +32,5 @@ def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Ten
     h = torch.zeros_like(z).scatter(-1, idx, torch.relu(vals))
     e = residual.detach()
     e_hat = F.linear(h, decoder_weight.index_select(1, cols))
-    with torch.no_grad():
-        sums = total(torch.cat([e.sum(0), e.new_tensor([e.shape[0]])]))  # column sums and rows
-        spread = total((e - sums[:-1] / sums[-1]).pow(2).sum())
-    return total((e_hat - e).pow(2).sum()) / spread.clamp_min(1e-12)
+    _, spread = batch_spread(e, total)
+    return total((e_hat - e).pow(2).sum()) / spread

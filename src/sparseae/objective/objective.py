@@ -13,7 +13,8 @@ from ..config import SparsityConfig
 from ..model import AutoencoderOutput, SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from .auxk import auxk_loss
-from .penalties import RunningMean, kl_penalty, l1_penalty, weight_decay
+from ..model.codes import column_norms
+from .penalties import RunningMean, batch_spread, kl_penalty, l1_penalty, weight_decay
 
 
 class LossParts(NamedTuple):
@@ -23,15 +24,17 @@ class LossParts(NamedTuple):
     decay: torch.Tensor
 
 
-def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str | None = "mse") -> torch.Tensor:
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str | None = "mse",
+                        total=ONE_PROCESS.total) -> torch.Tensor:
     """'mse' (or None): mean over examples and features; 'half_sse': Ng's 1/(2m) sum ||h(x) - x||^2;
-    'fvu': sum ||h(x) - x||^2 / sum ||x - mean(x)||^2 over the batch (the batch's variance a constant;
-    `Objective.reconstruction` forms it over the global batch of a data-parallel run)."""
+    'fvu': sum ||h(x) - x||^2 / sum ||x - mean(x)||^2 over the batch, the batch's spread a constant.
+    With `total` (a sum over processes) the FVU is the global batch's: this process's squared error
+    over the global spread, times global / local rows, so that the loop's loss weight (local / global
+    rows) and the summed gradients give exactly the global batch's FVU."""
     sq = (recon - x).pow(2)
     if kind == "fvu":
-        with torch.no_grad():
-            spread = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
-        return sq.sum() / spread
+        rows, spread = batch_spread(x, total)
+        return sq.sum() * (rows / (x.shape[0] * spread))
     return 0.5 * sq.sum(dim=1).mean() if kind == "half_sse" else sq.mean()
 
 
@@ -49,7 +52,7 @@ def l1_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAu
     unit's code down and its decoder column up no longer lowers the penalty (Anthropic, April 2024)."""
     if model is not None and objective.sparsity.decoder_norm_l1 \
             and layer % len(model.config.hidden) == len(model.config.hidden) - 1:
-        norms = model.decoder_weights()[0].norm(dim=0).to(h.dtype)
+        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(h.dtype)
         return (h.abs() @ norms).mean()
     return l1_penalty(h)
 
@@ -113,18 +116,8 @@ class Objective:
         self.steps = 0  # training steps seen, for beta's warm-up (not checkpointed: a resumed run re-warms)
 
     def reconstruction(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The reconstruction loss; 'fvu' over the global batch: this process's squared error over the
-        global batch's spread, times global / local rows, so that the loop's loss weight (local / global
-        rows) and the summed gradients give exactly the global batch's FVU."""
-        if self.recon != "fvu":
-            return reconstruction_loss(recon, target, self.recon)
-        total = self.collectives.total
-        with torch.no_grad():
-            t = target.detach()
-            sums = total(torch.cat([t.sum(0), t.new_tensor([t.shape[0]])]))
-            spread = total((t - sums[:-1] / sums[-1]).pow(2).sum()).clamp_min(1e-12)
-            scale = sums[-1] / (t.shape[0] * spread)
-        return (recon - target).pow(2).sum() * scale
+        """The reconstruction loss of the configured kind, an FVU over the global batch."""
+        return reconstruction_loss(recon, target, self.recon, self.collectives.total)
 
     def beta(self) -> float:
         """beta, risen linearly from 0 over the first beta_warmup training steps."""
@@ -144,8 +137,7 @@ class Objective:
             return total
         for i in s.layers:
             # in float32 after a bf16 forward pass: the KL of a bf16 mean is coarse
-            total = total + (term(self, i, hidden[i].to(total.dtype)) if model is None
-                             else term(self, i, hidden[i].to(total.dtype), model, out))
+            total = total + term(self, i, hidden[i].to(total.dtype), model, out)
         return beta * total
 
     def auxk(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
@@ -160,6 +152,8 @@ class Objective:
         family_recon = RECONSTRUCTIONS.get(self.sparsity.penalty)
         rec = family_recon(self, model, out) if family_recon is not None else self.reconstruction(out.recon, out.target)
         s = self.sparsity
+        # only the terms that need them get the model and the output: `penalty(hidden)` stays the
+        # signature a subclass may override
         needs_model = s.penalty == "jumprelu" or (s.penalty == "l1" and s.decoder_norm_l1)
         pen = self.penalty(out.hidden, model, out) if needs_model else self.penalty(out.hidden)
         training = getattr(model, "training", False)  # the gradient check passes a view of the weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import SparseAEError
+from ..model.collectives import ONE_PROCESS
 
 
 def kl_divergence(rho: float | torch.Tensor, rho_hat: float | torch.Tensor) -> torch.Tensor:
@@ -26,6 +27,16 @@ def kl_divergence(rho: float | torch.Tensor, rho_hat: float | torch.Tensor) -> t
     eps = torch.finfo(q.dtype).eps
     q = q.clamp(eps, 1 - eps)
     return rho_t * torch.log(rho_t / q) + (1 - rho_t) * torch.log((1 - rho_t) / (1 - q))
+
+
+@torch.no_grad()
+def batch_spread(t: torch.Tensor, total=ONE_PROCESS.total) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, sum_i ||t_i - mean(t)||^2) of a batch; with `total`, a sum over the processes of a
+    data-parallel run, those of the global batch. The denominator of an FVU (reconstruction, AuxK)."""
+    t = t.detach()
+    sums = total(torch.cat([t.sum(0), t.new_tensor([t.shape[0]])]))  # column sums and rows
+    spread = total((t - sums[:-1] / sums[-1]).pow(2).sum())
+    return sums[-1], spread.clamp_min(1e-12)
 
 
 def mean_activation(h: torch.Tensor) -> torch.Tensor:
