@@ -26,6 +26,7 @@ from ..data import load_dataset
 from ..data.dataset import DataSource, select_classes
 from ..errors import SparseAEError
 from ..run.files import atomic_write_text
+from ..run.output import OutputFolder
 from ..run.pictures import save_tradeoff_plot
 from ..training.session import train
 from .metrics import pca_fvu, pca_fvu_at
@@ -84,9 +85,11 @@ def pca_reference(dataset: DataSource, base: RunConfig):
 
 
 def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
-              dataset: DataSource | None = None, progress: bool = True, pca: bool = True) -> list[dict[str, Any]]:
+              dataset: DataSource | None = None, progress: bool = True, pca: bool = True,
+              if_exists: str = "refuse") -> list[dict[str, Any]]:
     """Train every grid point; writes out/<family>_<value>/ run folders, sweep.csv and fvu_vs_l0.png
-    (with PCA at equal L0 as the reference curve unless `pca` is False).
+    (with PCA at equal L0 as the reference curve unless `pca` is False). `if_exists` ('refuse' or
+    'replace'): what to do when `out` already holds files (run/output.py).
 
     The data set is loaded once and shared by every point: in memory, or a streamed file.
     """
@@ -98,21 +101,32 @@ def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
         dataset = load_dataset(base.train.dataset, base.train.data_dir, **base.train.dataset_options())
     if base.train.classes:
         dataset = select_classes(dataset, base.train.classes)
+    output = OutputFolder(out, if_exists)  # after every check; a replacement is staged beside the old folder
+    try:
+        rows = _sweep_points(configs, output, dataset, base, progress, pca)
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()
+    return rows
+
+
+def _sweep_points(configs, output: OutputFolder, dataset: DataSource, base: RunConfig, progress: bool,
+                  pca: bool) -> list[dict[str, Any]]:
     curve = pca_reference(dataset, base) if pca else None
-    out = Path(out)
     rows: list[dict[str, Any]] = []
     for family, value, c in configs:
         c.train.classes = None
         label = f"{family}_{value:g}"
-        res = train(c, out / label, dataset, progress)
+        res = train(c, output.create() / label, dataset, progress)
         last = res.history[-1]
         ref = pca_fvu_at(curve, last["l0"]) if curve is not None else float("nan")
         rows.append({"method": family, "param": FAMILIES[family], "value": value,
                      "l0": last["l0"], "fvu": last["val_fvu"], "pca_fvu": ref,
                      "ratio_to_pca": last["val_fvu"] / ref if ref > 0 else float("nan"), "mse": last["val_mse"],
                      "dead_fraction": last["dead_fraction"], "mean_activation": last["mean_activation"],
-                     "seconds": res.seconds, "run_dir": str(out / label)})
-        write_sweep(rows, out, curve)
+                     "seconds": res.seconds, "run_dir": str(output.final / label)})  # where it ends up
+        write_sweep(rows, output.path, curve)
     return rows
 
 

@@ -52,19 +52,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise SparseAEError("empty grid: give at least one value with --k-grid, --batchtopk-grid, "
                             "--matryoshka-grid, --jumprelu-beta, --kl-beta or --l1-beta")
     check_grid(grid)
-    from ..run.output import OutputFolder
-
     base = config_from_args(args)
     out = output_folder(args, "sweep")
-    output = OutputFolder(out, if_exists(args))  # checked before any training; replaced only at the end
-    try:
-        # a new folder is made by the sweep after its checks; a replacement is staged beside the old one
-        rows = sweep(base, grid, output.create() if output.replace else output.final, progress=not args.quiet,
-                     pca=args.pca)
-    except BaseException:
-        output.discard()
-        raise
-    output.commit()
+    rows = sweep(base, grid, out, progress=not args.quiet, pca=args.pca, if_exists=if_exists(args))
     if args.pca:
         print(sweep_table(rows))
     else:
