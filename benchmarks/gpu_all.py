@@ -1,11 +1,12 @@
-"""Every GPU measurement of issue 5 in one call of under 5 minutes.
+"""Every GPU measurement of issues 5 and 13 in one call of about 5 minutes.
 
 1. Tutorial-sized model, seconds per FashionMNIST epoch at batch 32 and 1024: eager, one CUDA graph
    per step, compiled + graph; the peer loop (shared/peers/tutorial_kl.py) on partial epochs in the
    same run; ratios to the targets (1.0 s, 0.05 s) and the H200 bound.
 2. Wide TopK (d_in 768, 65,536 latents, k 32, batch 4096, bf16, Adam, unit-norm decoder): rows/s of
    the dense step and the sparse kernels, gradients checked against dense float32.
-3. CPU and GPU agreement: the same short training on both, largest weight difference.
+3. The default TopK recipe (1024 latents, k 32, 5 epochs) through `sparseae train` on the GPU and on the
+   machine's CPU, same seed: final test FVU of each (within 1%) and the time of each.
 
 Prepare on the CPU machine with `bash benchmarks/gpu_prepare.sh`, then run on the GPU machine:
     PYTHONPATH=src python3 benchmarks/gpu_all.py          (carry runs/gpu_carry)
@@ -37,29 +38,36 @@ import tutorial_epoch  # noqa: E402
 import wide_topk  # noqa: E402
 
 
-def cpu_gpu_agreement(devices=("cpu", "cuda"), n_rows: int = 12000) -> None:
-    """The tutorial model, 2 epochs on 12,000 FashionMNIST rows at batch 256, float32, on the CPU and on
-    the GPU from the same initial weights and order: largest weight difference and the losses."""
-    from sparseae.config import PRESETS, RunConfig, TrainConfig
-    from sparseae.data import load_dataset
-    from sparseae.model import SparseAutoencoder
-    from sparseae.objective import Objective
-    from sparseae.training import fit
+def default_topk_cpu_gpu(devices=("cuda", "cpu"), epochs: int = 5, extra: tuple[str, ...] = ()) -> None:
+    """The default TopK recipe (`sparseae train --penalty topk --k 32 --hidden 1024 --epochs 5`, nothing
+    else but --device) through the command line on each device, same seed: final test FVU, their
+    relative difference (issue 13: within 1%) and the wall time of each run."""
+    import json
+    import subprocess
+    import tempfile
 
-    data = load_dataset("fashion-mnist")
-    config = RunConfig.from_dict(PRESETS["tutorial"])
-    models, losses = [], []
-    for device in devices:
-        torch.manual_seed(0)
-        model = SparseAutoencoder(config.model).to(device)
-        tc = TrainConfig(epochs=2, batch_size=256, device=device)
-        rows, _ = fit(model, Objective(config.sparsity, tc.recon), data.train[:n_rows].to(device),
-                      data.test[:2000].to(device), tc, progress=False)
-        models.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        losses.append([r["train_loss"] for r in rows])
-    diff = max((models[0][k] - models[1][k]).abs().max().item() for k in models[0])
-    print(f"CPU vs GPU (float32, TF32 off): largest weight difference {diff:.2e}; train loss CPU "
-          f"{losses[0]} GPU {losses[1]}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in devices:
+            out = Path(tmp) / f"topk-{device}"
+            cmd = [sys.executable, "-m", "sparseae", "train", "--penalty", "topk", "--k", "32", "--hidden",
+                   "1024", "--epochs", str(epochs), "--device", device, "--out", str(out), *extra]
+            t = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            wall = time.perf_counter() - t
+            if done.returncode != 0:
+                print(f"{device}: exit {done.returncode}: {done.stderr.strip()[-2000:]}")
+                continue
+            summary = json.loads((out / "summary.json").read_text())
+            results[device] = summary["val_fvu"]
+            print(f"default TopK, 1024 latents, k 32, {epochs} epochs on {device} "
+                  f"({torch.get_num_threads()} CPU threads): test FVU {summary['val_fvu']:.5f}, L0 "
+                  f"{summary.get('l0', float('nan')):.1f}, never fire {summary['never_fired_fraction']:.2%}, "
+                  f"training {summary['seconds']:.1f} s, command wall {wall:.1f} s", flush=True)
+    if len(results) == 2:
+        a, b = results.values()
+        print(f"FVU relative difference {abs(a - b) / b:.2%} ({'ok' if abs(a - b) / b <= 0.01 else 'FAILED'}: "
+              "<= 1%)")
 
 
 class Tee(io.TextIOBase):
@@ -83,16 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             tutorial = ["--device", "cpu", "--batch-sizes", "1024", "--modes", "eager", "--peer-batches", "5,10"]
             wide = ["--device", "cpu", "--d-in", "32", "--latents", "512", "--batch", "256", "--steps", "4",
                     "--grad-batch", "64", "--modes", "dense,sparse,sparse+compile"]
-            agreement = {"devices": ("cpu", "cpu"), "n_rows": 2000}
+            agreement = {"devices": ("cpu",), "epochs": 1, "extra": ("--limit-train", "3000")}
         else:
             tutorial = ["--device", "cuda", "--batch-sizes", "32,1024", "--modes", "eager,graph,compile+graph",
                         "--budget-s", "150"]
             wide = ["--device", "cuda", "--modes", "dense,sparse,sparse+graph,sparse+compile+graph"]
             agreement = {}
-        steps = [
-            ("tutorial epoch", lambda: tutorial_epoch.main(tutorial)),
+        steps = [  # quickest first: a failure in a later step must not cost the earlier figures
+            ("default TopK, GPU vs CPU", lambda: default_topk_cpu_gpu(**agreement)),
             ("wide TopK", lambda: wide_topk.main(wide)),
-            ("CPU vs GPU", lambda: cpu_gpu_agreement(**agreement)),
+            ("tutorial epoch", lambda: tutorial_epoch.main(tutorial)),
         ]
         for name, step in steps:
             t = time.perf_counter()

@@ -69,10 +69,11 @@ class EagerGraphStep(accel.GraphStep):
         self.step(self.x, sums)
 
 
-@pytest.mark.parametrize("kind", ["kl-adam", "topk-sgd"])
+@pytest.mark.parametrize("kind", ["kl-adam", "topk-sgd", "topk-mean-bias"])
 def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
     """The warm-up steps of graph recording are undone: parameters, buffers (firing counters), optimizer
-    state (Adam's moments and step, SGD's momentum) and loss sums; the last, shorter batch runs eagerly."""
+    state (Adam's moments and step, SGD's momentum) and loss sums; the last, shorter batch runs eagerly.
+    The first-batch init of b_dec (bias_init 'mean', the TopK default) is not undone with them."""
     x = torch.from_numpy(np.random.default_rng(1).normal(size=(400, 10)).astype(np.float32))
     if kind == "kl-adam":
         mc = ModelConfig(input_dim=10, hidden=[8], activation="sigmoid", output_activation="linear")
@@ -81,6 +82,8 @@ def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
         mc = ModelConfig(input_dim=10, hidden=[16], activation="relu", output_activation="linear", topk="topk",
                          k=3, unit_norm_decoder=True, pre_bias=True, bias_init="default")
         sc, tc = SparsityConfig(penalty="topk"), dict(optimizer="sgd", lr=0.05, momentum=0.9)
+        if kind == "topk-mean-bias":
+            mc.bias_init, tc = "mean", dict(optimizer="adam", lr=1e-2)
 
     def run(graph: bool):
         torch.manual_seed(0)

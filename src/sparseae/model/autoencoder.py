@@ -140,6 +140,13 @@ class SparseAutoencoder(nn.Module):
         """JumpReLU's thresholds, at least 1e-6."""
         return self.threshold.clamp_min(1e-6)
 
+    def prime(self, x: torch.Tensor, collectives: Collectives = ONE_PROCESS) -> None:
+        """In training mode, the state a new model takes from its first batch `x` (raw input) before it
+        trains on it: b_dec's data init (`observe_input`); nothing afterwards. forward calls it, and so
+        does a CUDA graph's recording before it saves the state its warm-up steps must not change."""
+        if self.training and self._bias_pending:
+            self.observe_input(self.input_transform(x), collectives)
+
     @torch.no_grad()
     def observe_input(self, target: torch.Tensor, collectives: Collectives = ONE_PROCESS) -> None:
         """Before the first training pass of a new model with bias_init 'mean': b_dec := the (global)
@@ -231,8 +238,7 @@ class SparseAutoencoder(nn.Module):
         `collectives`: how a data-parallel run's global-batch statistics are formed (model/collectives.py).
         A model configured with topk_kernel 'sparse' trains through the sparse kernels (same outputs).
         """
-        if self.training and self._bias_pending:
-            self.observe_input(self.input_transform(x), collectives)
+        self.prime(x, collectives)
         if self.training and self.config.topk_kernel == "sparse":
             out = sparse_topk_forward(self, x)
         else:

@@ -120,6 +120,9 @@ class GraphStep:
 
     def _record(self, example: torch.Tensor, sums: torch.Tensor) -> None:
         self.x, self.sums = example.clone(), sums
+        prime = getattr(self.model, "prime", None)
+        if prime is not None:  # the model's first-batch init is kept, not undone with the warm-up
+            prime(self.x)
         state = [*self.model.parameters(), *self.model.buffers()]
         saved = [t.detach().clone() for t in state]
         saved_sums = sums.clone()
