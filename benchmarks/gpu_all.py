@@ -53,7 +53,8 @@ def default_topk_cpu_gpu(devices=("cuda", "cpu"), epochs: int = 5, extra: tuple[
             cmd = [sys.executable, "-m", "sparseae", "train", "--penalty", "topk", "--k", "32", "--hidden",
                    "1024", "--epochs", str(epochs), "--device", device, "--out", str(out), *extra]
             t = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t
             if done.returncode != 0:
                 print(f"{device}: exit {done.returncode}: {done.stderr.strip()[-2000:]}")

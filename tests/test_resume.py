@@ -17,10 +17,11 @@ from sparseae.cli import main
 from sparseae.run import RunDir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same float sums
-# Running rho_hat and a TopK-free KL model: the optimizer, RNG and running estimates must all come back.
+# Running rho_hat and a TopK-free KL model: the optimizer, RNG and running estimates must all come back;
+# the learning rate decays over the last 60% of the steps (from epoch 2 on), across the kill.
 ARGS = ["--dataset", "array", "--hidden", "12", "--activation", "sigmoid", "--output-activation", "linear",
         "--rho-hat", "running", "--input-transform", "standardize", "--epochs", "3", "--batch-size", "16",
-        "--checkpoint-every", "7", "--quiet", "--seed", "3"]
+        "--checkpoint-every", "7", "--quiet", "--seed", "3", "--lr-decay", "0.6"]
 
 # Runs the CLI in a child that SIGKILLs itself: either halfway through writing the n-th checkpoint's
 # tensor file (a torn write) or right after its k-th training step, between checkpoints.

@@ -120,6 +120,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--epochs": ("train", "epochs", {"type": int}),
     "--batch-size": ("train", "batch_size", {"type": int}),
     "--lr": ("train", "lr", {"type": float}),
+    "--lr-decay": ("train", "lr_decay", {"type": float}),
     "--optimizer": ("train", "optimizer", {}),
     "--momentum": ("train", "momentum", {"type": float}),
     "--max-iter": ("train", "max_iter", {"type": int}),
@@ -283,7 +284,8 @@ def add(p: argparse._ActionsContainer, *flags: str, shown: dict[str, Any] | None
     for flag in flags:
         if flag in CONFIG_FLAGS:
             section, name, kw = CONFIG_FLAGS[flag]
-            kw = {"metavar": name.upper(), "help": _field_docs()[section].get(name, ""), **kw, "default": None}
+            kw = {"metavar": name.upper(), "help": _field_docs()[section].get(name, "").replace("%", "%%"), **kw,
+                  "default": None}  # argparse formats help with %
         else:
             kw = dict(OTHER_FLAGS[flag])
         value = shown.get(flag)

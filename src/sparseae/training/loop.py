@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..analysis.metrics import evaluate
-from ..config import TrainConfig
+from ..config import TrainConfig, fill_family_defaults
 from ..data.batches import BatchSource, TensorBatches
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
@@ -55,6 +55,9 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
     each epoch; `resume` continues from the saved state. `collectives`: this process's
     share of a data-parallel run (training/distributed.py); the identity by default.
     """
+    if cfg.lr is None or cfg.lr_decay is None:  # not through RunConfig.validate: the family-free values
+        cfg = replace(cfg)
+        fill_family_defaults(None, None, "", cfg)
     batches = TensorBatches(train_x, cfg.batch_size) if torch.is_tensor(train_x) else train_x
     device = next(model.parameters()).device
     params = list(model.parameters())
@@ -62,6 +65,8 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
     if cfg.cuda_graph and device.type == "cuda":
         for group in optimizer.param_groups:
             group["capturable"] = True  # optimizer state on the device: the step can be recorded
+            if cfg.lr_decay:  # a recorded step reads the rate from this tensor, set before each replay
+                group["lr"] = torch.tensor(cfg.lr, device=device)
     forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, device, collectives)
 
     def step(xb: torch.Tensor, sums: torch.Tensor) -> None:
@@ -97,6 +102,9 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
             sums.copy_(state.sums / collectives.world)  # the saved sums are the global ones
         state.epoch, state.sums = epoch, sums
         for xb in batches.epoch(shuffle, state.step):
+            if cfg.lr_decay:
+                set_lr(optimizer, cfg.lr * decay_factor((epoch - 1) * steps + state.step, cfg.epochs * steps,
+                                                        cfg.lr_decay))
             run_step(collectives.shard(xb), sums)
             state.step += 1
             bar.update(1)
@@ -121,6 +129,22 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
             break
     bar.close()
     return history, state.reached
+
+
+def decay_factor(step: int, total: int, share: float) -> float:
+    """The learning rate's factor at `step` (0-based) of `total`: 1, then falling linearly over the last
+    `share` of the steps to 1/n of it at the last step (n: the decay's length), never 0 on a step taken.
+    A function of the step alone, so a resumed run continues the schedule."""
+    n = max(1, round(share * total))
+    return min(1.0, (total - step) / n)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def _epoch_row(epoch: int, train: list[float], val: dict[str, float], model: SparseAutoencoder,

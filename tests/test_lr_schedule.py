@@ -1,0 +1,68 @@
+"""The learning-rate decay (train.lr_decay): its factor by hand, the rate each optimizer step really
+used, the families' defaults. A killed and resumed run continues the schedule: tests/test_resume.py trains
+with a decay that spans the kill."""
+import argparse
+
+import pytest
+import torch
+
+from sparseae.cli.args import TRAINING, add, config_from_args
+from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
+from sparseae.model import SparseAutoencoder
+from sparseae.objective import Objective
+from sparseae.training import fit
+from sparseae.training.loop import decay_factor
+
+
+def test_decay_factor_by_hand():
+    # 100 steps, the last 20 decaying: constant up to step 80, then (100 - step) / 20
+    assert [decay_factor(s, 100, 0.2) for s in (0, 79, 80, 81, 90, 99)] == [1.0, 1.0, 1.0, 0.95, 0.5, 0.05]
+    # the whole run: from 1 down to 1/total at the last step, never 0 on a step taken
+    assert [decay_factor(s, 10, 1.0) for s in (0, 5, 9)] == [1.0, 0.5, 0.1]
+    assert decay_factor(0, 3, 0.01) == 1.0 and decay_factor(2, 3, 0.01) == 1.0  # shorter than a step: none
+
+
+def _rates_used(monkeypatch, cfg: TrainConfig, x: torch.Tensor) -> list[float]:
+    rates = []
+    step = torch.optim.SGD.step
+
+    def recording(self, *a, **k):
+        rates.append(float(self.param_groups[0]["lr"]))
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    torch.manual_seed(0)
+    model = SparseAutoencoder(ModelConfig(input_dim=6, hidden=[4]))
+    fit(model, Objective(SparsityConfig(penalty="none")), x, x[:8], cfg, progress=False)
+    return rates
+
+
+def test_each_step_uses_the_decayed_rate(monkeypatch):
+    x = torch.rand(40, 6)
+    cfg = TrainConfig(epochs=2, batch_size=10, optimizer="sgd", lr=0.1, lr_decay=0.5)
+    rates = _rates_used(monkeypatch, cfg, x)  # 8 steps, the last 4 decaying: 4/4, 3/4, 2/4, 1/4
+    assert rates == pytest.approx([0.1] * 5 + [0.075, 0.05, 0.025])
+    assert _rates_used(monkeypatch, TrainConfig(epochs=2, batch_size=10, optimizer="sgd", lr=0.1, lr_decay=0.0),
+                       x) == pytest.approx([0.1] * 8)
+
+
+def _config(*argv: str):
+    p = argparse.ArgumentParser()
+    add(p, *TRAINING)
+    return config_from_args(p.parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("penalty,lr,decay", [("topk", 1.5e-3, 0.2), ("batchtopk", 1.5e-3, 0.2),
+                                              ("matryoshka", 1.5e-3, 0.2), ("kl", 1e-3, 0.0), ("l1", 1e-3, 0.0),
+                                              ("jumprelu", 1e-3, 0.0)])
+def test_family_defaults(penalty, lr, decay):
+    c = _config("--penalty", penalty, "--k", "8")
+    assert (c.train.lr, c.train.lr_decay, c.sparsity.auxk_coef) == (lr, decay, 0.125)
+    c = _config("--penalty", penalty, "--k", "8", "--lr", "0.01", "--lr-decay", "0.5")
+    assert (c.train.lr, c.train.lr_decay) == (0.01, 0.5)  # explicit values win
+
+
+def test_unvalidated_train_config_gets_the_plain_rate(monkeypatch):
+    """fit with a TrainConfig that never went through RunConfig.validate: lr 1e-3, constant."""
+    rates = _rates_used(monkeypatch, TrainConfig(epochs=1, batch_size=10, optimizer="sgd"), torch.rand(30, 6))
+    assert rates == pytest.approx([1e-3] * 3)
