@@ -19,8 +19,10 @@ epochs and batch, on one CPU thread, each with its own recommended training step
 Each run is a subprocess with OMP_NUM_THREADS=1; the libraries are alternated within each round (the
 order reversed every other round), so a change of load hits them alike. Printed per run and as a
 Markdown table: test FVU, L0, the share of latents that never fire on the test split, seconds of
-training, and FVU and time relative to sparseae. `--sklearn` adds scikit-learn's
-MiniBatchDictionaryLearning + OMP at k non-zeros, the sparse-coding reference (slow to encode).
+training (from building the model and optimizer to the trained model, sparseae's per-epoch validation
+on the 10,000 test images included; the peers validate nothing), and FVU and time relative to sparseae.
+`--sklearn` adds scikit-learn's MiniBatchDictionaryLearning + OMP at k non-zeros, the sparse-coding
+reference (slow to encode).
 
 The peers are not dependencies of sparseae: they live in their own virtual environment
 (benchmarks/requirements-peers.txt; see benchmarks/README.md). This file only needs numpy and torch
@@ -124,12 +126,12 @@ def worker_sparsify(train, test, a) -> dict:
     from sparsify import SparseCoder, SparseCoderConfig
     from sparsify.sign_sgd import SignSGD
 
+    t0 = time.perf_counter()
     sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=a.latents, k=a.k), "cpu",
                       dtype=torch.float32)
     opt = ScheduleFreeWrapper(SignSGD([{"params": sae.parameters(),
                                         "lr": 5e-3 / (a.latents / 2 ** 14) ** 0.5}]), momentum=0.95)
     opt.train()
-    t0 = time.perf_counter()
     _sparsify_epochs(sae, opt, train, a)
     opt.eval()  # schedule-free: the averaged weights
     seconds = time.perf_counter() - t0
@@ -142,6 +144,7 @@ def worker_sparsify_adam(train, test, a) -> dict:
     import torch
     from sparsify import SparseCoder, SparseCoderConfig
 
+    t0 = time.perf_counter()
     sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=a.latents, k=a.k), "cpu",
                       dtype=torch.float32)
     opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (a.latents / 2 ** 14) ** 0.5)
@@ -149,7 +152,6 @@ def worker_sparsify_adam(train, test, a) -> dict:
     warm = min(1000, total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    t0 = time.perf_counter()
     _sparsify_epochs(sae, opt, train, a, sched.step)
     sae.set_decoder_norm_to_unit_norm()
     seconds = time.perf_counter() - t0
@@ -163,6 +165,7 @@ def worker_sae_lens(train, test, a) -> dict:
     from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
 
+    t0 = time.perf_counter()
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=train.shape[1], d_sae=a.latents, k=a.k, device="cpu"))
     g = torch.Generator().manual_seed(a.seed)
 
@@ -174,7 +177,6 @@ def worker_sae_lens(train, test, a) -> dict:
 
     cfg = SAETrainerConfig(total_training_samples=a.epochs * train.shape[0], train_batch_size_samples=a.batch,
                            device="cpu", lr_end=SAETrainerConfig.lr)  # constant: lr_end is set by its runner
-    t0 = time.perf_counter()
     SAETrainer(cfg, sae, batches()).fit()
     seconds = time.perf_counter() - t0
     sae.eval()
@@ -203,11 +205,11 @@ def worker_overcomplete(train, test, a) -> dict:
     from overcomplete.sae import TopKSAE, train_sae
     from overcomplete.sae.losses import top_k_auxiliary_loss
 
+    t0 = time.perf_counter()
     sae = TopKSAE(train.shape[1], nb_concepts=a.latents, top_k=a.k, device="cpu")
     loader = DataLoader(TensorDataset(train), batch_size=a.batch, shuffle=True,
                         generator=torch.Generator().manual_seed(a.seed))
     opt = torch.optim.Adam(sae.parameters(), lr=5e-4)
-    t0 = time.perf_counter()
     train_sae(sae, loader, top_k_auxiliary_loss, opt, nb_epochs=a.epochs, monitoring=0, device="cpu")
     seconds = time.perf_counter() - t0
     sae.eval()
@@ -241,6 +243,10 @@ def run_worker(a) -> None:
     torch.manual_seed(a.seed)
     data = np.load(a.data)
     train, test = torch.from_numpy(data["train"]), torch.from_numpy(data["test"])
+    # Every timing runs from building the model and optimizer to the trained model. The first optimizer
+    # a process builds imports torch._dynamo (about 1.3 s here), once per process whatever the library:
+    # that happens here, outside the timings.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     result = WORKERS[a.worker](train, test, a)
     print(json.dumps({"library": a.worker, **result, "load": os.getloadavg()[0]}))
 

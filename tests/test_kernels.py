@@ -110,3 +110,24 @@ def test_sparse_kernel_needs_a_single_relu_topk_layer():
                                          "output_activation": "linear", "topk_kernel": "sparse"},
                            "sparsity": {"penalty": "topk"}})
     cfg.validate()
+
+
+def test_centered_linear_values_and_gradients():
+    """(h - c) W^T + b and its four gradients, against autograd of the plain expression (float64), and
+    torch's gradcheck; an input that needs no gradient gets none computed."""
+    from sparseae.model.kernels import centered_linear
+
+    g = torch.Generator().manual_seed(0)
+    h, w, b, c = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+                  for s in ((7, 5), (4, 5), (4,), (5,)))
+    dz = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    got = centered_linear(h, w, b, c)
+    ref = (h - c) @ w.t() + b
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad(got, (h, w, b, c), dz)
+    for a, r in zip(grads, torch.autograd.grad(ref, (h, w, b, c), dz)):
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(centered_linear, (h, w, b, c))
+    x = h.detach()
+    out = centered_linear(x, w, b, c)
+    assert out.grad_fn is not None and torch.autograd.grad(out.sum(), (w,))[0].shape == w.shape

@@ -15,7 +15,7 @@ from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove
                     threshold_activation, topk_activation)
 from .collectives import ONE_PROCESS, Collectives
 from .init import initialize
-from .kernels import sparse_topk_forward
+from .kernels import centered_linear, sparse_topk_forward
 from .output import AutoencoderOutput
 from .transforms import InputTransform
 
@@ -130,7 +130,10 @@ class SparseAutoencoder(nn.Module):
         (`observe_input` is the one state change made before a training pass: b_dec's data init.)
         """
         code = out.hidden[-1]
-        fired = out.fired if out.fired is not None else (code.detach().abs() > self.active_threshold).any(dim=0)
+        fired = out.fired
+        if fired is None:  # |h| > t somewhere in the batch, as two reductions (no batch x code temporaries)
+            c, t = code.detach(), self.active_threshold
+            fired = (c.amax(dim=0) > t) | (c.amin(dim=0) < -t)
         self.count_firing(fired, code.shape[0], collectives)
         if out.kept_min is not None:
             t = self.batchtopk_threshold
@@ -194,9 +197,7 @@ class SparseAutoencoder(nn.Module):
             if i == 0 and self.config.pre_bias and torch.is_autocast_enabled(h.device.type):
                 z = layer(h - self.output_bias())  # bf16: folding b_dec into the bias would round it coarsely
             elif i == 0 and self.config.pre_bias:
-                # (h - b_dec) W^T + b_enc, written as h W^T + (b_enc - W b_dec): the input then needs no
-                # gradient, and b_dec's is a matrix-vector product instead of a batch x in x code one.
-                z = F.linear(h, layer.weight, layer.bias - layer.weight @ self.output_bias())
+                z = centered_linear(h, layer.weight, layer.bias, self.output_bias())  # (h - b_dec) W^T + b_enc
             else:
                 z = layer(h)
             h, kept_min = self._code(z, act, k, collectives) if i == last else (act(z), None)

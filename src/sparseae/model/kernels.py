@@ -16,6 +16,9 @@ chosen latents of each example:
 
 Weights are stored latent-major (n x d) for the gathers; `sparse_topk_forward`
 wires the kernels into `SparseAutoencoder` (ModelConfig.topk_kernel = 'sparse').
+
+`centered_linear` is the dense encoder of a model with a pre-encoder bias, with a
+backward that skips what autograd would compute for it and nobody needs.
 """
 from __future__ import annotations
 
@@ -34,6 +37,35 @@ def _scatter_rows(index: torch.Tensor, rows: torch.Tensor, n: int, dtype: torch.
     out = torch.zeros(n, rows.shape[-1], dtype=acc, device=rows.device)
     out.index_add_(0, index.reshape(-1), rows.reshape(-1, rows.shape[-1]).to(acc))
     return out.to(dtype)
+
+
+class CenteredLinear(torch.autograd.Function):
+    """z = (h - c) W^T + b, the encoder of a model with a pre-encoder bias c (b_dec).
+
+    Autograd of that expression computes the input's gradient dz W (a batch x in x code product) to
+    reach c; written as h W^T + (b - W c) it instead adds a rank-one term to W's gradient (two extra
+    passes over the code x in matrix: 2 of the 30 ms of a 784-1024 TopK step on one CPU thread). Here:
+    dW = dz^T (h - c), db = sum_b dz, dc = -W^T db, and dh = dz W only when h needs a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, center):
+        centered = h - center
+        ctx.save_for_backward(centered, weight)
+        return torch.addmm(bias, centered, weight.t())
+
+    @staticmethod
+    def backward(ctx, dz):
+        centered, weight = ctx.saved_tensors
+        need_h, need_w, need_b, need_c = ctx.needs_input_grad
+        db = dz.sum(0) if need_b or need_c else None
+        return (dz @ weight if need_h else None, dz.t() @ centered if need_w else None,
+                db if need_b else None, -(db @ weight) if need_c else None)
+
+
+def centered_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, center: torch.Tensor
+                    ) -> torch.Tensor:
+    return CenteredLinear.apply(h, weight, bias, center)
 
 
 class SparseDecode(torch.autograd.Function):
@@ -113,5 +145,5 @@ def sparse_topk_forward(model, x: torch.Tensor) -> AutoencoderOutput:
         fired = torch.zeros(n + 1, dtype=torch.bool, device=x.device)
         fired.index_fill_(0, torch.where(values > model.active_threshold, indices, n).reshape(-1), True)
     # The dense code, for penalties and statistics; no gradient flows through it unless one is used.
-    code = torch.zeros(x.shape[0], n, dtype=values.dtype, device=x.device).scatter(1, indices, values)
+    code = torch.zeros(x.shape[0], n, dtype=values.dtype, device=x.device).scatter_(1, indices, values)
     return AutoencoderOutput(recon, (code,), target, fired=fired[:n])

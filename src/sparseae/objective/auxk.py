@@ -29,7 +29,7 @@ def auxk_loss(code_preact: torch.Tensor, dead: torch.Tensor, residual: torch.Ten
     cols = dead.nonzero().squeeze(1)
     z = code_preact.to(residual.dtype).index_select(1, cols)  # in the loss's precision (float32 after bf16)
     vals, idx = z.topk(min(k_aux, n_dead), dim=-1, sorted=False)
-    h = torch.zeros_like(z).scatter(-1, idx, torch.relu(vals))
+    h = torch.zeros_like(z).scatter_(-1, idx, torch.relu(vals))
     e = residual.detach()
     e_hat = F.linear(h, decoder_weight.index_select(1, cols))
     _, spread = batch_spread(e, total)
