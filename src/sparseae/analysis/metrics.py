@@ -28,13 +28,16 @@ def evaluate(model: SparseAutoencoder, x: torch.Tensor, dead_threshold: float = 
         out = model(xb)
         code = out.hidden[-1]
         sq_err += (out.recon.float() - out.target.float()).pow(2).sum().double()
-        l0 += (code.abs() > thr).sum().double()
+        l0 += torch.count_nonzero(code if thr == 0 else code.abs() > thr).double()  # (a bool sum casts to int64)
         unit_sum += code.float().sum(0).double()
-        # variance in the space the model reconstructs; chunks merged as in Chan et al.
-        t = out.target.double()
-        m, cm = t.shape[0], t.mean(0)
+        # variance in the space the model reconstructs: per chunk in float32 (torch's var_mean, relative
+        # error ~1e-7), chunks merged in float64 as in Chan et al.
+        t = out.target.float()
+        m = t.shape[0]
+        var, cm = torch.var_mean(t, dim=0, correction=0)
+        cm = cm.double()
         delta = cm - mean
-        m2 = m2 + (t - cm).pow(2).sum(0) + delta.pow(2) * (n * m / (n + m))
+        m2 = m2 + var.double() * m + delta.pow(2) * (n * m / (n + m))
         mean = mean + delta * (m / (n + m))
         n += m
     model.train(was_training)
