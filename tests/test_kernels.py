@@ -131,3 +131,25 @@ def test_centered_linear_values_and_gradients():
     x = h.detach()
     out = centered_linear(x, w, b, c)
     assert out.grad_fn is not None and torch.autograd.grad(out.sum(), (w,))[0].shape == w.shape
+
+
+@pytest.mark.parametrize("pre_bias", [True, False])
+def test_cpu_gather_decoder_equals_the_dense_product(pre_bias):
+    """Training forward of a one-layer TopK model on the CPU decodes by gathering the k chosen decoder
+    columns: the reconstruction and every parameter gradient equal the dense product's (float64)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_dim=12, hidden=[20], activation="relu", output_activation="linear", topk="topk", k=3,
+                      unit_norm_decoder=True, pre_bias=pre_bias, bias_init="default")
+    model = SparseAutoencoder(cfg).double().train()
+    x = torch.randn(9, 12, dtype=torch.float64)
+    results = []
+    for gather in (True, False):
+        model._gather_ok = gather
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        ((out.recon - out.target) ** 2).sum().backward()
+        results.append((out.recon.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (r1, g1), (r2, g2) = results
+    torch.testing.assert_close(r1, r2, rtol=0, atol=1e-12)
+    for n in g2:
+        torch.testing.assert_close(g1[n], g2[n], rtol=0, atol=1e-12, msg=n)
