@@ -77,6 +77,13 @@ def test_family_configs():
     assert (l1.model.code_activation, l1.sparsity.penalty, l1.sparsity.beta) == ("relu", "l1", 1e-3)
     for c in (t, k, l1):
         c.validate()
+    # each family's own learning rate and decay, unless the base sets them
+    assert [(c.train.lr, c.train.lr_decay) for c in (t, k, l1)] == [(1.5e-3, 0.2), (1e-3, 0.0), (1e-3, 0.0)]
+    base.train.lr, base.train.lr_decay = 0.01, 0.5
+    for family, value in (("topk", 4), ("kl", 0.5)):
+        c = family_config(base, family, value)
+        c.validate()
+        assert (c.train.lr, c.train.lr_decay) == (0.01, 0.5)
 
 
 def test_sweep_writes_csv_and_plot(tmp_path):

@@ -44,7 +44,9 @@ PCA_MAX = 256  # components of the reference curve
 
 
 def family_config(base: RunConfig, family: str, value: float) -> RunConfig:
-    """The base config turned into one member of `family` at swept `value`, with the family's recipe."""
+    """The base config turned into one member of `family` at swept `value`, with the family's recipe.
+    The base's width, epochs, batch and data are shared, and so are its learning rate and decay where set
+    (not None); where unset, each family takes its own."""
     if family not in FAMILIES:
         raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
     c = copy.deepcopy(base)

@@ -53,6 +53,9 @@ def run_sweep(args: argparse.Namespace) -> int:
                             "--matryoshka-grid, --jumprelu-beta, --kl-beta or --l1-beta")
     check_grid(grid)
     base = config_from_args(args)
+    # a learning rate or decay given is shared by every family; else each takes its own (FAMILY_DEFAULTS)
+    base.train.lr = args.lr
+    base.train.lr_decay = args.lr_decay
     out = output_folder(args, "sweep")
     rows = sweep(base, grid, out, progress=not args.quiet, pca=args.pca, if_exists=if_exists(args))
     if args.pca:
