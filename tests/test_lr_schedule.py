@@ -53,8 +53,8 @@ def _config(*argv: str):
 
 
 @pytest.mark.parametrize("penalty,lr,decay", [("topk", 1.5e-3, 0.2), ("batchtopk", 1.5e-3, 0.2),
-                                              ("matryoshka", 1.5e-3, 0.2), ("kl", 1e-3, 0.0), ("l1", 1e-3, 0.0),
-                                              ("jumprelu", 1e-3, 0.0)])
+                                              ("matryoshka", 1.5e-3, 0.2), ("kl", 1e-3, 0.0), ("l1", 3e-3, 0.0),
+                                              ("jumprelu", 3e-3, 0.0)])
 def test_family_defaults(penalty, lr, decay):
     c = _config("--penalty", penalty, "--k", "8")
     assert (c.train.lr, c.train.lr_decay, c.sparsity.auxk_coef) == (lr, decay, 0.125)

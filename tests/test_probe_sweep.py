@@ -78,7 +78,7 @@ def test_family_configs():
     for c in (t, k, l1):
         c.validate()
     # each family's own learning rate and decay, unless the base sets them
-    assert [(c.train.lr, c.train.lr_decay) for c in (t, k, l1)] == [(1.5e-3, 0.2), (1e-3, 0.0), (1e-3, 0.0)]
+    assert [(c.train.lr, c.train.lr_decay) for c in (t, k, l1)] == [(1.5e-3, 0.2), (1e-3, 0.0), (3e-3, 0.0)]
     base.train.lr, base.train.lr_decay = 0.01, 0.5
     for family, value in (("topk", 4), ("kl", 0.5)):
         c = family_config(base, family, value)
