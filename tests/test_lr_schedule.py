@@ -66,3 +66,12 @@ def test_unvalidated_train_config_gets_the_plain_rate(monkeypatch):
     """fit with a TrainConfig that never went through RunConfig.validate: lr 1e-3, constant."""
     rates = _rates_used(monkeypatch, TrainConfig(epochs=1, batch_size=10, optimizer="sgd"), torch.rand(30, 6))
     assert rates == pytest.approx([1e-3] * 3)
+
+
+@pytest.mark.parametrize("hidden,lr", [("256", 1.5e-3), ("1024", 1.5e-3), ("4096", 7.5e-4), ("16384", 3.75e-4)])
+def test_topk_rate_follows_the_width(hidden, lr):
+    """1.5e-3 up to 1,024 latents, then 1.5e-3 * sqrt(1024 / latents)."""
+    for family in ("topk", "batchtopk", "matryoshka"):
+        assert _config("--penalty", family, "--k", "8", "--hidden", hidden).train.lr == pytest.approx(lr)
+    assert _config("--penalty", "topk", "--k", "8", "--hidden", hidden, "--lr", "0.01").train.lr == 0.01
+    assert _config("--penalty", "l1", "--hidden", hidden).train.lr == 3e-3  # not by width

@@ -59,10 +59,19 @@ OFF: dict[str, dict[str, Any]] = {
 _MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean",
                                "dead_window": 2000},
                      "sparsity": {"auxk": True}}
+
+
+def _topk_lr(model: "ModelConfig | None") -> float:
+    """The TopK families' learning rate for the code's width: 1.5e-3 up to 1,024 latents, then falling as
+    1 / sqrt(latents) (the rule of OpenAI's and EleutherAI's SAEs). 1.5e-3 with the last fifth of the steps
+    decaying to 0 took 1024 latents, k 32, 5 epochs from FVU 0.0942 to 0.0888, none dead; 2e-3 left 4-13%
+    dead there, and 1.5e-3 left 34% of a 4096-latent code (k 64) dead (docs/sparsity_families.md)."""
+    width = model.hidden[-1] if model is not None else 1024
+    return 1.5e-3 * min(1.0, (1024 / width) ** 0.5)
+
+
 _MODERN = {"model": {"activation": "relu", "output_activation": "linear", "encode_alpha": 2.0},
-           # 1.5e-3 with the last fifth of the steps decaying to 0: 1024 latents, k 32, 5 epochs, FVU 0.0942
-           # -> 0.0888 (docs/sparsity_families.md); 2e-3 left 4-13% of the latents dead.
-           "train": {"recon": "fvu", "lr": 1.5e-3, "lr_decay": 0.2},
+           "train": {"recon": "fvu", "lr": _topk_lr, "lr_decay": 0.2},
            "one_layer": _MODERN_ONE_LAYER}
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (SparsityConfig.beta).
@@ -123,7 +132,7 @@ def fill_family_defaults(model: "ModelConfig | None", sparsity: "SparsityConfig 
         for values in (layer.get(section, {}) for layer in layers):
             for name, value in values.items():
                 if getattr(obj, name) is None:
-                    setattr(obj, name, value)
+                    setattr(obj, name, value(model) if callable(value) else value)  # e.g. by the width
 
 
 # --- the settings --------------------------------------------------------------------------------
@@ -331,8 +340,8 @@ class TrainConfig:
     batch_size: int = param(256, gt=0)
     """Examples per step."""
     lr: float | None = param(None, gt=0)
-    """Learning rate; default: the family's (1.5e-3 for topk, batchtopk and matryoshka, 3e-3 for l1 and
-    jumprelu), else 1e-3."""
+    """Learning rate; default: the family's (topk, batchtopk and matryoshka: 1.5e-3 up to 1,024 latents, then
+    1.5e-3 * sqrt(1024 / latents); l1 and jumprelu: 3e-3), else 1e-3."""
     lr_decay: float | None = param(None, ge=0, le=1)
     """Share of the training steps, at the end, over which the learning rate falls linearly to 0 (minibatch
     optimizers); default: the family's (0.2 for topk, batchtopk and matryoshka), else 0 (constant)."""
