@@ -9,7 +9,7 @@ from sparseae.errors import SparseAEError
 from sparseae.analysis.metrics import evaluate, unit_firing_frequency
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.model.codes import batchtopk_activation, remove_parallel_grad_, threshold_activation, topk_activation
+from sparseae.model.codes import batchtopk_activation, remove_parallel_grad_, threshold_activation, topk_select
 from sparseae.objective.auxk import auxk_loss
 from sparseae.training import fit, train
 
@@ -30,15 +30,17 @@ def _fit(model, sparsity=None, epochs=3, x=None):
 
 def test_topk_activation_keeps_k_largest_and_gradient_only_through_support():
     z = torch.tensor([[0.3, -1.0, 2.0, 0.5, 0.1], [5.0, 4.0, -3.0, 0.0, 1.0]], requires_grad=True)
-    h = topk_activation(z, 2, torch.relu)
+    h, values, indices = topk_select(z, 2, torch.relu)
     assert torch.equal(h.detach(), torch.tensor([[0.0, 0.0, 2.0, 0.5, 0.0], [5.0, 4.0, 0.0, 0.0, 0.0]]))
+    # the support: each row's kept values at their indices (in no particular order)
+    assert torch.equal(torch.zeros(2, 5).scatter(1, indices, values.detach()), h.detach())
     (h * torch.arange(1.0, 6.0)).sum().backward()
     assert torch.equal(z.grad, torch.tensor([[0.0, 0.0, 3.0, 4.0, 0.0], [1.0, 2.0, 0.0, 0.0, 0.0]]))
 
 
 def test_topk_linear_keeps_negative_values_of_the_support():
     z = torch.tensor([[-3.0, -1.0, -2.0]])
-    assert torch.equal(topk_activation(z, 1, lambda v: v), torch.tensor([[0.0, -1.0, 0.0]]))
+    assert torch.equal(topk_select(z, 1, lambda v: v)[0], torch.tensor([[0.0, -1.0, 0.0]]))
 
 
 def test_batchtopk_keeps_k_times_batch_over_the_batch():

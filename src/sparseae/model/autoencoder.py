@@ -200,7 +200,7 @@ class SparseAutoencoder(nn.Module):
         z, kept_min, support = h, None, None
         for i, (layer, act) in enumerate(zip(self.encoder, self._enc_acts)):
             if i == 0 and self.config.pre_bias and torch.is_autocast_enabled(h.device.type):
-                z = layer(h - self.output_bias())  # bf16: folding b_dec into the bias would round it coarsely
+                z = layer(h - self.output_bias())  # bf16: autocast casts nn.Linear, not centered_linear's addmm
             elif i == 0 and self.config.pre_bias:
                 z = centered_linear(h, layer.weight, layer.bias, self.output_bias())  # (h - b_dec) W^T + b_enc
             else:
