@@ -65,17 +65,12 @@ def _metrics(encode, decode, test) -> dict:
 
 
 def worker_sparseae(train, test, a) -> dict:
-    import argparse as ap
-
-    from sparseae.cli.args import TRAINING, add, config_from_args
+    from sparseae.cli.args import training_config
     from sparseae.data import Dataset
     from sparseae.training import train as fit
 
-    p = ap.ArgumentParser()
-    add(p, *TRAINING)
-    config = config_from_args(p.parse_args(["--penalty", "topk", "--k", str(a.k), "--hidden", str(a.latents),
-                                            "--epochs", str(a.epochs), "--batch-size", str(a.batch),
-                                            "--device", "cpu", "--seed", str(a.seed)]))
+    config = training_config(["--penalty", "topk", "--k", str(a.k), "--hidden", str(a.latents), "--epochs",
+                              str(a.epochs), "--batch-size", str(a.batch), "--device", "cpu", "--seed", str(a.seed)])
     t0 = time.perf_counter()
     result = fit(config, dataset=Dataset(train, test), progress=False)
     seconds = time.perf_counter() - t0

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from sparseae.cli.args import TRAINING, add, config_from_args
+from sparseae.cli.args import training_config
 from sparseae.data import load_dataset
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    flags = argparse.ArgumentParser()
-    add(flags, *TRAINING)
-    cfg = config_from_args(flags.parse_args(["--penalty", "topk", "--k", a.k, "--hidden", a.hidden,
-                                             "--epochs", "1", "--device", "cpu"]))
+    cfg = training_config(["--penalty", "topk", "--k", a.k, "--hidden", a.hidden, "--epochs", "1", "--device", "cpu"])
     data = load_dataset("fashion-mnist")
     torch.manual_seed(0)
     model = SparseAutoencoder(cfg.model)

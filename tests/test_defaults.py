@@ -1,13 +1,12 @@
 """The sparsity families' defaults are promises (issue 11): what `--penalty NAME` gives with no other
 flag is the best measured recipe. These guard it: the settings each family resolves to, the KL path
 and the presets left as they were, and a short default TopK run that must beat PCA at equal L0."""
-import argparse
 
 import pytest
 import torch
 
 from sparseae.analysis.metrics import dead_latent_warning, never_fired_fraction, pca_fvu, pca_fvu_at
-from sparseae.cli.args import TRAINING, add, config_from_args
+from sparseae.cli.args import training_config
 from sparseae.config import PRESETS, ModelConfig, RunConfig
 from sparseae.data import Dataset, load_dataset
 from sparseae.model import SparseAutoencoder
@@ -16,10 +15,8 @@ from sparseae.training import train
 from conftest import needs_fmnist
 
 
-def _config(*argv: str) -> RunConfig:
-    p = argparse.ArgumentParser()
-    add(p, *TRAINING)
-    return config_from_args(p.parse_args(list(argv)))
+def _config(*argv: str):
+    return training_config(argv)
 
 
 def _settings(c: RunConfig) -> dict:

@@ -1,10 +1,9 @@
 """JumpReLU and Matryoshka: each family's defining property (issue 11)."""
-import argparse
 
 import pytest
 import torch
 
-from sparseae.cli.args import TRAINING, add, config_from_args
+from sparseae.cli.args import training_config
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.data import Dataset
 from sparseae.errors import SparseAEError
@@ -26,10 +25,8 @@ def _sparse_data(n=2048, d=32, atoms=48, active=3, seed=0):
     return w @ dictionary + 0.5
 
 
-def _config(*argv):
-    p = argparse.ArgumentParser()
-    add(p, *TRAINING)
-    return config_from_args(p.parse_args(list(argv)))
+def _config(*argv: str):
+    return training_config(argv)
 
 
 # --- JumpReLU ------------------------------------------------------------------------------------

@@ -1,12 +1,11 @@
 """The learning-rate decay (train.lr_decay): its factor by hand, the rate each optimizer step really
 used, the families' defaults. A killed and resumed run continues the schedule: tests/test_resume.py trains
 with a decay that spans the kill."""
-import argparse
 
 import pytest
 import torch
 
-from sparseae.cli.args import TRAINING, add, config_from_args
+from sparseae.cli.args import training_config
 from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
@@ -47,9 +46,7 @@ def test_each_step_uses_the_decayed_rate(monkeypatch):
 
 
 def _config(*argv: str):
-    p = argparse.ArgumentParser()
-    add(p, *TRAINING)
-    return config_from_args(p.parse_args(list(argv)))
+    return training_config(argv)
 
 
 @pytest.mark.parametrize("penalty,lr,decay", [("topk", 1.5e-3, 0.2), ("batchtopk", 1.5e-3, 0.2),

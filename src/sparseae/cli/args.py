@@ -322,6 +322,14 @@ def config_from_args(args: argparse.Namespace, start: dict[str, Any] | None = No
     return config
 
 
+def training_config(argv: list[str]) -> RunConfig:
+    """The validated configuration the training flags `argv` give (`sparseae train ARGV`'s settings),
+    for benchmarks and tests that train through the library as the command line would."""
+    p = argparse.ArgumentParser()
+    add(p, *TRAINING)
+    return config_from_args(p.parse_args(list(argv)))
+
+
 def start_config(start: dict[str, Any] | None = None, preset: str | None = None) -> RunConfig:
     """A command's starting configuration, no flags given (what its help names as defaults)."""
     return config_from_args(argparse.Namespace(), start, preset)

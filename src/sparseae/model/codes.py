@@ -26,7 +26,6 @@ def topk_select(z: torch.Tensor, k: int, act: Activation) -> tuple[torch.Tensor,
     return torch.zeros_like(z).scatter_(-1, idx, vals), vals, idx
 
 
-
 def batchtopk_activation(z: torch.Tensor, k: int, act: Activation) -> tuple[torch.Tensor, torch.Tensor]:
     """Over the whole batch: keep the k * batch largest activations; returns (code, smallest kept value)."""
     a = act(z)

@@ -143,11 +143,14 @@ class EpochArtifacts:
             save_reconstructions(shown, rec, self.data.image_shape, self.run.file(f"reconstructions/{step}.png"))
         save_loss_plot(self.history, self.run.file("loss.png"))
         if self.tensorboard is not None:
-            weights = None
-            if self.data.image_shape:  # filters on the raw input, as features.png draws them
-                weights = self.model.input_transform.compose(self.model.encoder[0].weight.detach()).float().cpu()
-            self.tensorboard.log(row, shown, rec, None if weights is None else weights.numpy(),
-                                 self.data.image_shape)
+            weights = input_filters(self.model) if self.data.image_shape else None  # as features.png
+            self.tensorboard.log(row, shown, rec, weights, self.data.image_shape)
+
+
+def input_filters(model: SparseAutoencoder):
+    """The first layer's filters on the raw input (W @ ZCA for a whitened model, as UFLDL shows them),
+    as a float32 numpy array: features.png and TensorBoard's feature images."""
+    return model.input_transform.compose(model.encoder[0].weight.detach()).float().cpu().numpy()
 
 
 def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summary: dict[str, Any]) -> None:
@@ -155,9 +158,7 @@ def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summa
     from ..run.pictures import save_feature_density, save_features
 
     if data.image_shape:
-        # filters on the raw input (W @ ZCA for a whitened model, as UFLDL shows them)
-        filters = model.input_transform.compose(model.encoder[0].weight.detach())
-        save_features(filters.float().cpu().numpy(), data.image_shape, run.file("features.png"))
+        save_features(input_filters(model), data.image_shape, run.file("features.png"))
     frequency = unit_firing_frequency(model, first_rows(val_x, 65536))
     save_feature_density(frequency, run.file("feature_density.png"))
     summary["never_fired_fraction"] = never_fired_fraction(frequency)  # the CLI warns above 1%
