@@ -48,7 +48,7 @@ def load(root):
 
 
 def autoencoder(hidden: int, beta: float, seed: int, epochs: int) -> AutoencoderModel:
-    # the one-shot command's settings (cli/apps.py MONITOR_START) but the code width and beta
+    # the one-shot command's settings (apps/monitor_settings.py AUTOENCODER_START) but the code width and beta
     return AutoencoderModel(hidden=[hidden], activation="relu", penalty="l1", rho=0.05, beta=beta, weight_decay=0.0,
                             epochs=epochs, batch_size=32, lr=1e-3, seed=seed, device="cpu")
 

@@ -18,8 +18,8 @@ def _train(**options):
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(400, 10)).astype(np.float32))
     torch.manual_seed(0)
     model = SparseAutoencoder(ModelConfig(input_dim=10, hidden=[8], output_activation="linear"))
-    rows, _ = fit(model, Objective(SparsityConfig()), x, x[:50], TrainConfig(epochs=2, batch_size=50, **options),
-                  progress=False)
+    cfg = TrainConfig(epochs=2, batch_size=50, **options).resolved()
+    rows, _ = fit(model, Objective(SparsityConfig(beta=0.003)), x, x[:50], cfg, progress=False)
     return model, rows
 
 
@@ -88,8 +88,8 @@ def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
     def run(graph: bool):
         torch.manual_seed(0)
         model = SparseAutoencoder(mc)
-        rows, _ = fit(model, Objective(sc), x, x[:50], TrainConfig(epochs=2, batch_size=64, cuda_graph=graph, **tc),
-                      progress=False)
+        cfg = TrainConfig(epochs=2, batch_size=64, cuda_graph=graph, **tc).resolved()
+        rows, _ = fit(model, Objective(sc), x, x[:50], cfg, progress=False)
         return model, rows
 
     monkeypatch.setattr(accel, "GraphStep", EagerGraphStep)
@@ -103,6 +103,35 @@ def test_graph_recording_leaves_training_unchanged(monkeypatch, kind):
     torch.testing.assert_close(got.examples_since_fired, ref.examples_since_fired, rtol=0, atol=0)
     for a, b in zip(rows, ref_rows):
         assert a["train_loss"] == b["train_loss"] and a["val_mse"] == b["val_mse"]
+
+
+def test_beta_warmup_steps_are_not_recorded(monkeypatch):
+    """A recorded step keeps the beta it was recorded with, so the steps of beta's warm-up run eagerly
+    and recording starts with the first step after it: the same weights as without a graph."""
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(400, 10)).astype(np.float32))
+    mc = ModelConfig(input_dim=10, hidden=[16], activation="relu", output_activation="linear")
+    objective = Objective(SparsityConfig(penalty="l1", beta=0.5, beta_warmup=10))
+
+    class FrozenBeta(EagerGraphStep):  # replays with the step (so the beta) seen when it was recorded
+        def _capture(self, sums):
+            recorded = objective.step
+            return lambda: (setattr(objective, "step", recorded), self._counted(sums))
+
+    def run(graph: bool):
+        torch.manual_seed(0)
+        model = SparseAutoencoder(mc)
+        fit(model, objective, x, x[:50], TrainConfig(epochs=2, batch_size=64, cuda_graph=graph).resolved(),
+            progress=False)
+        return model
+
+    monkeypatch.setattr(accel, "GraphStep", FrozenBeta)
+    EagerGraphStep.calls = 0
+    ref = run(False)
+    got = run(True)
+    # 7 steps an epoch (6 of 64 rows, one of 16): steps 0-9 eager, recorded at 10, replayed at 10-12
+    assert EagerGraphStep.calls == 3 + 3
+    for (name, a), b in zip(got.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("sparsity", ["auxk", "l1"])
@@ -121,8 +150,8 @@ def test_bf16_penalties_in_float32(sparsity):
     def run(precision):
         torch.manual_seed(0)
         model = SparseAutoencoder(mc)
-        rows, _ = fit(model, Objective(sc), x, x[:50], TrainConfig(epochs=2, batch_size=50, precision=precision),
-                      progress=False)
+        cfg = TrainConfig(epochs=2, batch_size=50, precision=precision).resolved()
+        rows, _ = fit(model, Objective(sc), x, x[:50], cfg, progress=False)
         return rows
 
     ref, low = run("fp32"), run("bf16")

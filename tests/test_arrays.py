@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from sparseae.cli import main
 from sparseae.data.arrays import ArrayData, StreamBatches, open_array, scan
-from sparseae.analysis.metrics import evaluate
+from sparseae.objective.metrics import evaluate
 from sparseae.model import SparseAutoencoder
 from sparseae.config import ModelConfig
 from sparseae.run import load_run

@@ -5,7 +5,7 @@ and the presets left as they were, and a short default TopK run that must beat P
 import pytest
 import torch
 
-from sparseae.analysis.metrics import dead_latent_warning, never_fired_fraction, pca_fvu, pca_fvu_at
+from sparseae.objective.metrics import dead_latent_warning, never_fired_fraction, pca_fvu, pca_fvu_at
 from sparseae.cli.args import training_config
 from sparseae.config import PRESETS, ModelConfig, RunConfig
 from sparseae.data import Dataset, load_dataset

@@ -8,10 +8,8 @@ and corruptions of config.json (`eval`), checkpoint/state.json (`train --resume 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
 import shutil
 import tempfile
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -26,13 +24,10 @@ from hypothesis import strategies as st
 from sparseae.cli import main
 from sparseae.cli.args import CONFIG_FLAGS
 
+from cli_helpers import digest
+
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 TINY = ["--hidden", "6", "--epochs", "2", "--batch-size", "32", "--quiet"]
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def call(argv: list[str]) -> tuple[int, str, str]:
@@ -43,6 +38,10 @@ def call(argv: list[str]) -> tuple[int, str, str]:
         except SystemExit as e:  # argparse's own exit
             code = e.code
     return code, out.getvalue(), err.getvalue()
+
+
+def _not_json(word: str) -> None:
+    raise AssertionError(f"{word} is not JSON")  # json.loads takes NaN/Infinity unless told otherwise
 
 
 def assert_clean_ending(code: int, err: str) -> None:
@@ -208,6 +207,57 @@ def test_a_corrupted_data_file_ends_cleanly(workspace, data):
         before = digest(tmp)
         code, out, err = call(["eval", str(run), "--device", "cpu"])
         assert_clean_ending(code, err)
-        if code == 0:  # a flipped value may still be a number: then the report is JSON, maybe with null
-            json.loads(out, parse_constant=lambda c: math.nan)
+        if code == 0:  # a flipped value may still be a number: then the report is strict JSON, maybe with null
+            json.loads(out, parse_constant=_not_json)
+        assert digest(tmp) == before
+
+
+# --- --overwrite at decoy folders, file flags at a run's own files (run/output.py) ----------------------
+
+# names no run folder holds: they start with "u" and have no dot (not a temp file, not a picture)
+FOREIGN_NAMES = st.text("abcxyz019_-", min_size=1, max_size=8).map(lambda s: "u" + s)
+PLACES = st.sampled_from(["", ".", "checkpoint/"])  # "." makes it a dotfile
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.lists(st.tuples(PLACES, FOREIGN_NAMES, st.sampled_from(["file", "folder", "link"])), min_size=1,
+                max_size=3, unique_by=lambda t: t[0] + t[1]))
+def test_overwrite_refuses_a_run_folder_holding_anything_sparseae_did_not_write(workspace, added):
+    with copy_run(workspace) as (tmp, run):
+        names = []
+        for place, name, kind in added:
+            path = run / (place.replace(".", "") + ("." if place == "." else "") + name)
+            if kind == "file":
+                path.write_text("mine")
+            elif kind == "folder":
+                path.mkdir()
+            else:
+                path.symlink_to(workspace / "data.npy")
+            names.append(path.name)
+        before = digest(tmp)
+        code, _, err = call(["train", "--dataset", "array", "--data", str(workspace / "data.npy"), *TINY,
+                             "--out", str(run), "--overwrite", "--check"])
+        assert_clean_ending(code, err)
+        assert code == 2 and any(n in err for n in names), err
+        assert digest(tmp) == before
+
+
+FILE_FLAGS = [lambda run, f: ["probe", str(run), "--csv", str(f)],
+              lambda run, f: ["cluster", "--graph", "karate", "--json", str(f)],
+              lambda run, f: ["report", str(run), "--out", str(f)],
+              lambda run, f: ["monitor", "--json", str(f)]]
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.data())
+def test_a_file_flag_never_writes_a_run_folders_file(workspace, data):
+    with copy_run(workspace) as (tmp, run):
+        target = data.draw(st.sampled_from(sorted(p for p in run.rglob("*") if p.is_file())))
+        argv = data.draw(st.sampled_from(FILE_FLAGS))(run, target)
+        if data.draw(st.booleans()):
+            argv.append("--overwrite")
+        before = digest(tmp)
+        code, _, err = call(argv)
+        assert_clean_ending(code, err)
+        assert code == 2 and "sparseae wrote" in err, err
         assert digest(tmp) == before

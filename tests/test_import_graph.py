@@ -1,4 +1,4 @@
-"""The package's import graph has no cycle.
+"""The package's import graph has no cycle, and its layers import only downward.
 
 Edges come from every import statement in the source, inside functions too (an
 import hidden in a function still ties two modules together), except those under
@@ -149,3 +149,48 @@ def test_cycle_check_finds_the_cycles_it_should(tmp_path, files, cyclic):
     root = _write(tmp_path, files) / "pkg"
     cycle = find_cycle(import_graph(module_names(root, "pkg"), "pkg"))
     assert (cycle is not None) == cyclic, cycle
+
+
+# The layers, lowest first (docs/architecture.md draws the same order): a module may import its own
+# layer and the ones before it, never one after. Top-level modules: the schema layer; the old import
+# paths kept as one-line re-exports (sparseae.penalties, .rundir, .trainer) and the package root sit
+# outside the order.
+LAYERS = ["schema", "data", "model", "objective", "run", "training", "analysis", "apps", "cli"]
+TOP_LEVEL = {"config": "schema", "schema": "schema", "errors": "schema", "families": "schema", "__main__": "cli"}
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    return TOP_LEVEL.get(parts[1], parts[1] if parts[1] in LAYERS else None)
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[str] = LAYERS, layer=layer_of) -> list[str]:
+    """Every edge from a module to one in a later (higher) layer."""
+    rank = {name: i for i, name in enumerate(layers)}
+    found = []
+    for module, deps in sorted(graph.items()):
+        here = layer(module)
+        for dep in sorted(deps):
+            there = layer(dep)
+            if here in rank and there in rank and rank[there] > rank[here]:
+                found.append(f"{module} ({here}) -> {dep} ({there})")
+    return found
+
+
+def test_layers_import_only_downward():
+    graph = import_graph(module_names(PACKAGE_ROOT, "sparseae"), "sparseae")
+    assert {layer_of(m) for m in graph} >= set(LAYERS)  # every layer has modules
+    assert upward_imports(graph) == []
+
+
+def test_layer_check_finds_a_planted_upward_import(tmp_path):
+    files = {"pkg/__init__.py": "", "pkg/model/__init__.py": "", "pkg/training/__init__.py": "",
+             "pkg/training/loop.py": "from ..model import net\n", "pkg/model/net.py": "x = 1\n"}
+    root = _write(tmp_path, files) / "pkg"
+    assert upward_imports(import_graph(module_names(root, "pkg"), "pkg")) == []
+    (root / "model" / "net.py").write_text("def f():\n    from ..training import loop\n")  # model -> training
+    found = upward_imports(import_graph(module_names(root, "pkg"), "pkg"))
+    assert found == ["pkg.model.net (model) -> pkg.training (training)",
+                     "pkg.model.net (model) -> pkg.training.loop (training)"]

@@ -7,6 +7,7 @@ import torch
 
 from sparseae.cli.args import training_config
 from sparseae.config import ModelConfig, SparsityConfig, TrainConfig
+from sparseae.errors import SparseAEError
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
 from sparseae.training import fit
@@ -59,10 +60,19 @@ def test_family_defaults(penalty, lr, decay):
     assert (c.train.lr, c.train.lr_decay) == (0.01, 0.5)  # explicit values win
 
 
-def test_unvalidated_train_config_gets_the_plain_rate(monkeypatch):
-    """fit with a TrainConfig that never went through RunConfig.validate: lr 1e-3, constant."""
-    rates = _rates_used(monkeypatch, TrainConfig(epochs=1, batch_size=10, optimizer="sgd"), torch.rand(30, 6))
+def test_train_config_resolved_on_its_own_gets_the_plain_rate(monkeypatch):
+    """A TrainConfig resolved without a sparsity family: lr 1e-3, constant."""
+    rates = _rates_used(monkeypatch, TrainConfig(epochs=1, batch_size=10, optimizer="sgd").resolved(),
+                        torch.rand(30, 6))
     assert rates == pytest.approx([1e-3] * 3)
+
+
+def test_fit_refuses_an_unresolved_train_config():
+    """Settings are filled in once (config.resolve); the loop does not fill them again."""
+    model = SparseAutoencoder(ModelConfig(input_dim=6, hidden=[4]))
+    x = torch.rand(30, 6)
+    with pytest.raises(SparseAEError, match="resolved TrainConfig"):
+        fit(model, Objective(SparsityConfig(penalty="none")), x, x[:8], TrainConfig(epochs=1), progress=False)
 
 
 @pytest.mark.parametrize("hidden,lr", [("256", 1.5e-3), ("1024", 1.5e-3), ("4096", 7.5e-4), ("16384", 3.75e-4)])

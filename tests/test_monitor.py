@@ -146,12 +146,15 @@ def test_tep_acceptance(tmp_path, tep):
 
 def test_tep_one_shot_pca_numbers_are_todays(tmp_path, tep):
     # `sparseae monitor --epochs 3 --faults 0,1,5,6` before the monitor folder, lags and alarm rules
-    # existed (commit c0ba093): the PCA columns, which no training run changes, to the last digit
+    # existed (commit c0ba093): the PCA columns, which no training run changes. The limits come from
+    # LAPACK (SVD) and a KDE root: equal to a relative 1e-9, not to the last digit, which differs by CPU
+    # vendor (37.33488871394014 on AMD EPYC); the alarm counts are integers and stay exact.
     assert main(["monitor", "--epochs", "3", "--faults", "0,1,5,6", "--json", str(tmp_path / "m.json")]) == 0
     res = json.loads((tmp_path / "m.json").read_text())
-    assert res["limits"]["PCA"] == {"t2": 28.69935238388639, "spe": 37.33488871394013}
+    assert res["limits"]["PCA"] == {"t2": pytest.approx(28.69935238388639, rel=1e-9),
+                                    "spe": pytest.approx(37.33488871394013, rel=1e-9)}
     counts = {r["file"]: [r[f"PCA_{s}_{k}"] * (960 if r["file"] == "d00_te" else 160 if k == "far" else 800)
-                          for s in ("t2", "spe") for k in ("far", "fdr") if r[f"PCA_{s}_{k}"] == r[f"PCA_{s}_{k}"]]
+                          for s in ("t2", "spe") for k in ("far", "fdr") if r[f"PCA_{s}_{k}"] is not None]
               for r in res["rows"]}
     assert {f: [round(c, 9) for c in v] for f, v in counts.items()} == {
         "d00_te": [37, 61], "d01_te": [0, 796, 10, 798], "d05_te": [2, 244, 9, 269], "d06_te": [1, 795, 1, 800]}

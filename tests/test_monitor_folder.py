@@ -77,7 +77,7 @@ def test_score_writes_charts_contributions_and_a_report(files, fitted, tmp_path,
     printed = capsys.readouterr().out
     assert "test.csv  SPE: v3" in printed  # the biased sensor comes first
     assert sorted(p.name for p in out.iterdir()) == [
-        "report.html", "summary.csv", "summary.json", "test.chart.png", "test.contributions.csv",
+        ".sparseae", "report.html", "summary.csv", "summary.json", "test.chart.png", "test.contributions.csv",
         "test.contributions.png", "test.csv"]
     assert (out / "test.chart.png").read_bytes()[:4] == b"\x89PNG"
     with open(out / "test.contributions.csv", newline="") as f:
@@ -99,9 +99,15 @@ def test_output_folders_are_never_replaced_by_surprise(files, fitted, tmp_path, 
     assert "already holds files" in _err_line(capsys) and (taken / "notes.txt").read_text() == "mine"
     assert main(["monitor", "score", str(fitted), test, "--out", str(taken)]) == 2
     assert "--overwrite" in _err_line(capsys) and (taken / "notes.txt").read_text() == "mine"
+    # --overwrite replaces only a folder sparseae wrote: the notes stay (tests/test_ownership.py)
+    assert main(["monitor", "fit", "--normal", normal, "--out", str(taken), "--overwrite", *FAST,
+                 "--epochs", "1"]) == 2
+    assert "notes.txt" in _err_line(capsys) and (taken / "notes.txt").read_text() == "mine"
+    (taken / "notes.txt").unlink()
+    assert main(["monitor", "fit", "--normal", normal, "--out", str(taken), *FAST, "--epochs", "1"]) == 0
     assert main(["monitor", "fit", "--normal", normal, "--out", str(taken), "--overwrite", *FAST,
                  "--epochs", "1"]) == 0
-    assert sorted(p.name for p in taken.iterdir()) == ["PCA", "SAE", "monitors.json"]
+    assert sorted(p.name for p in taken.iterdir()) == [".sparseae", "PCA", "SAE", "monitors.json"]
     # without --out, score writes the first free MON_DIR/score-NNN
     mon = tmp_path / "mon"
     shutil.copytree(fitted, mon)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparseae.cli import main
-from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
+from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
 from sparseae.data import Dataset
 from sparseae.data.dataset import select_classes
 from sparseae.errors import SparseAEError
@@ -64,6 +64,9 @@ def test_select_classes():
 
 def test_probe_cli_errors(capsys, tmp_path):
     assert main(["probe", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["probe", str(tmp_path / "empty")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["probe", "--no-raw"]) == 2
     assert "nothing to probe" in capsys.readouterr().err
@@ -71,18 +74,16 @@ def test_probe_cli_errors(capsys, tmp_path):
 
 def test_family_configs():
     base = RunConfig(ModelConfig(hidden=[32]))
-    t, k, l1 = family_config(base, "topk", 4), family_config(base, "kl", 0.5), family_config(base, "l1", 1e-3)
-    assert (t.model.topk, t.model.k, t.model.code_activation, t.sparsity.penalty) == ("topk", 4, "relu", "topk")
-    assert (k.model.code_activation, k.sparsity.penalty, k.sparsity.beta) == ("sigmoid", "kl", 0.5)
-    assert (l1.model.code_activation, l1.sparsity.penalty, l1.sparsity.beta) == ("relu", "l1", 1e-3)
-    for c in (t, k, l1):
-        c.validate()
+    t, k, l1 = (resolve(family_config(base, f, v)) for f, v in (("topk", 4), ("kl", 0.5), ("l1", 1e-3)))
+    assert (t.model.topk, t.model.k, t.model.layer_activations(), t.sparsity.penalty) == ("topk", 4, ["relu"], "topk")
+    assert (k.model.layer_activations(), k.sparsity.penalty, k.sparsity.beta) == (["sigmoid"], "kl", 0.5)
+    assert (l1.model.layer_activations(), l1.sparsity.penalty, l1.sparsity.beta) == (["relu"], "l1", 1e-3)
     # each family's own learning rate and decay, unless the base sets them
     assert [(c.train.lr, c.train.lr_decay) for c in (t, k, l1)] == [(1.5e-3, 0.2), (1e-3, 0.0), (3e-3, 0.0)]
+    base.validate()  # checks only: the base stays as requested
     base.train.lr, base.train.lr_decay = 0.01, 0.5
     for family, value in (("topk", 4), ("kl", 0.5)):
-        c = family_config(base, family, value)
-        c.validate()
+        c = resolve(family_config(base, family, value))
         assert (c.train.lr, c.train.lr_decay) == (0.01, 0.5)
 
 

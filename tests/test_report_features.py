@@ -164,10 +164,10 @@ def test_report_refuses_to_replace_a_file_that_is_not_a_report(table_run, tmp_pa
     notes.write_text("<html>my notes</html>")
     assert main(["report", run, "--out", str(notes)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is not a report written by sparseae report" in err[0]
+    assert len(err) == 1 and "the file exists; pass --overwrite" in err[0]  # run/output.py's one rule
     assert notes.read_text() == "<html>my notes</html>"
     assert main(["report", run, "--out", str(tmp_path)]) == 2  # a folder
-    assert "not a report" in capsys.readouterr().err
+    assert "not a regular file" in capsys.readouterr().err
     # a report it wrote is replaced, also one from before reports named their writer
     out = tmp_path / "r.html"
     assert main(["report", run, "--out", str(out)]) == 0

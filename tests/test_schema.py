@@ -4,7 +4,6 @@ checkpoint/state.json were tampered with, refused in one line that names the fil
 import hashlib
 import json
 import math
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,8 @@ from sparseae.config import MAX_PARAMETERS, ModelConfig, RunConfig, SparsityConf
 from sparseae.schema import build, in_file, param
 from sparseae.errors import SparseAEError
 from sparseae.model import SparseAutoencoder
+
+from cli_helpers import copy_run, digest as _digest, refused_naming as _refused
 
 # --- the schema itself ------------------------------------------------------------------------------
 
@@ -31,8 +32,7 @@ def test_bool_is_not_an_int():
 
 
 def test_int_is_a_float_and_comes_back_as_one():
-    c = TrainConfig(lr=1, momentum=0)
-    c.validate()
+    c = TrainConfig(lr=1, momentum=0).resolved()
     assert c.lr == 1.0 and type(c.lr) is float and type(c.momentum) is float
     r = RunConfig.from_dict({"sparsity": {"beta": 2}, "model": {"hidden": (8, 4)}})
     assert type(r.sparsity.beta) is float and r.model.hidden == [8, 4]
@@ -162,10 +162,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def run(trained, tmp_path, capsys):
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    capsys.readouterr()
-    return copy
+    return copy_run(trained, tmp_path, capsys)
 
 
 def _edit(path, change):
@@ -174,20 +171,6 @@ def _edit(path, change):
     new = change(obj)
     new = obj if new is None else new
     path.write_text(new if isinstance(new, str) else json.dumps(new))
-
-
-def _digest(path):
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def _refused(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def _set(section, key, value):

@@ -30,11 +30,13 @@ def test_run_folder_pictures_leave_the_model_state_alone(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_train_completes_the_config_and_returns_it():
+def test_train_returns_the_resolved_config_and_leaves_the_request_alone():
     config = _config()
     config.model.input_dim = 1
     result = train(config, dataset=Dataset(_images(64, 0), _images(16, 1)), progress=False)
-    assert result.config is config and config.model.input_dim == 16 and config.model.image_shape is None
+    assert result.config.model.input_dim == 16 and result.config.model.image_shape is None
+    assert result.config.train.lr is not None and result.config.model.activation is not None  # resolved
+    assert config.model.input_dim == 1  # the caller's request is left as it is
 
 
 def test_one_process_collectives_are_the_identity():

@@ -6,7 +6,7 @@ from sparseae.cli import main
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.data import Dataset
 from sparseae.errors import SparseAEError
-from sparseae.analysis.metrics import evaluate, unit_firing_frequency
+from sparseae.objective.metrics import evaluate, unit_firing_frequency
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
 from sparseae.model.codes import batchtopk_activation, remove_parallel_grad_, threshold_activation, topk_select
@@ -23,7 +23,7 @@ def _data(n=256, d=24, seed=0):
 
 def _fit(model, sparsity=None, epochs=3, x=None):
     x = _data() if x is None else x
-    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3)
+    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3).resolved()
     fit(model, Objective(sparsity or SparsityConfig(penalty="topk")), x, x[:64], cfg, progress=False)
     return x
 
@@ -185,7 +185,8 @@ def test_train_writes_feature_density_and_dead_window_metric(tmp_path):
     config = RunConfig(ModelConfig(hidden=[16], activation="relu", output_activation="linear", k=3),
                        SparsityConfig(penalty="topk", auxk=True), TrainConfig(epochs=1, batch_size=50))
     res = train(config, tmp_path / "run", ds, progress=False)
-    assert config.model.topk == "topk"  # --penalty topk implies the TopK code layer
+    assert res.config.model.topk == "topk"  # --penalty topk implies the TopK code layer
+    assert config.model.topk == "none"  # the caller's configuration is left as it is
     assert (tmp_path / "run" / "feature_density.png").stat().st_size > 0
     assert "dead_window_fraction" in res.history[-1]
 

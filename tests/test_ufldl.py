@@ -117,7 +117,7 @@ def test_full_batch_rho_hat_is_the_mean_over_all_examples():
 
 def test_flat_objective_round_trips_parameters():
     model = SparseAutoencoder(ModelConfig(input_dim=5, hidden=[3])).double()
-    f = FlatObjective(model, Objective(SparsityConfig()), torch.rand(4, 5, dtype=torch.float64))
+    f = FlatObjective(model, Objective(SparsityConfig(beta=0.003)), torch.rand(4, 5, dtype=torch.float64))
     theta = f.get()
     assert theta.size == sum(p.numel() for p in model.parameters())
     f.set(theta * 2)
@@ -197,8 +197,8 @@ def test_gradcheck_catches_a_wrong_gradient():
     x = torch.rand(5, 4, dtype=torch.float64)
 
     class Detached(Objective):  # the KL term's gradient is lost: analytic gradient wrong
-        def penalty(self, hidden):
-            return super().penalty(tuple(h.detach() for h in hidden)) + 0 * hidden[-1].sum()
+        def penalty(self, hidden, model=None, out=None):
+            return super().penalty(tuple(h.detach() for h in hidden), model, out) + 0 * hidden[-1].sum()
 
     objective = Detached(SparsityConfig(penalty="kl", rho=0.05, beta=3.0), "half_sse")
     assert relative_gradient_error(model, objective, x) > 1e-3
@@ -220,7 +220,7 @@ def test_linear_decoder_with_zca_on_colour_patches(tmp_path):
     config.train.num_patches, config.train.max_iter, config.train.threads = 300, 15, 1
     result = train(config, out=tmp_path / "run", progress=False)
     model = result.model
-    assert model.input_transform.kind == "zca" and config.model.image_shape == [8, 8, 3]
+    assert model.input_transform.kind == "zca" and result.config.model.image_shape == [8, 8, 3]
     # encode applies the stored whitening to raw data
     x = load_dataset("patches", **config.train.dataset_options()).test[:7]
     w, b = model.encoder[0].weight, model.encoder[0].bias

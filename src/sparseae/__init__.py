@@ -23,7 +23,7 @@ _EXPORTS = {
     "LossParts": "objective", "Objective": "objective", "penalties": "objective",
     "TrainResult": "training", "fit": "training", "train": "training",
     "RunDir": "run", "load_run": "run",
-    "evaluate": "analysis.metrics",
+    "evaluate": "objective.metrics",
     "SparseAutoencoderTransformer": "apps.estimator",
 }
 

@@ -3,27 +3,28 @@
 The dataclasses are the single source of truth for defaults (and, through their
 field docstrings, of the CLI's help); `config.json` in a run folder is `asdict()`
 of them. Each field's type and rule are checked by the schema (schema.py) the
-same way whether the value came from Python, a flag or a file; rules that tie
-fields together are in the `validate()` methods, and `RunConfig.validate()` runs
-them all: the one place a run's settings are checked.
+same way whether the value came from Python, a flag or a file.
+
+A setting left unset (None) takes its sparsity family's default (families.py).
+`resolve(requested)` fills them in, once, and checks the result (the `check()`
+methods hold the rules that tie fields together); `validate()` checks what
+`resolve` would give and changes nothing.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import families
 from .errors import SparseAEError
+from .families import K_CODES, family_of, fill_defaults
 from .schema import build, check_choice, check_fields, param, show
 
-# Activations whose values lie in (0, 1): the only ones a KL penalty is defined on.
-BOUNDED_ACTIVATIONS = ("sigmoid",)
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear", "leaky_relu", "softplus")
-# 'topk', 'batchtopk' and 'matryoshka' add no penalty term: sparsity comes by construction from
-# ModelConfig.topk; 'jumprelu' is an L0 penalty on a thresholded code (ModelConfig.topk 'jumprelu').
-PENALTIES = ("kl", "l1", "none", "topk", "batchtopk", "jumprelu", "matryoshka")
-TOPK_MODES = ("none", "topk", "batchtopk", "jumprelu")
-# The code layer a penalty implies when model.topk is 'none' (the short spelling `--penalty topk --k K`).
-PENALTY_CODES = {"topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu", "matryoshka": "batchtopk"}
+# The sparsity families (families.py) and the code layers four of them share.
+PENALTIES = families.NAMES
+TOPK_MODES = families.CODE_LAYERS
 BIAS_INITS = ("default", "mean")
 RECONS = ("mse", "half_sse", "fvu")
 # lbfgs and cg are full-batch (fullbatch.py): every step sees the whole training set.
@@ -40,63 +41,9 @@ FEATURE_SETS = ("wine", "iris", "digits")  # apps/cluster.py: built-in feature s
 MAX_PARAMETERS = 2**31
 
 
-# --- the sparsity families' defaults ------------------------------------------------------------------
+# --- the sparsity families -----------------------------------------------------------------------
 
-# What each family gives for the settings left unset (None): its best measured recipe
-# (docs/sparsity_families.md has the commands and numbers). "model" and "sparsity" apply to every
-# model of the family, "one_layer" only to one hidden layer without decoder layers (the modern SAE:
-# a stack or a deep model keeps its plain decoder). Whatever is still unset after the family's
-# entry takes OFF. An explicit value (flag, preset, config.json, Python) always wins.
-OFF: dict[str, dict[str, Any]] = {
-    "model": {"activation": "sigmoid", "output_activation": "sigmoid", "unit_norm_decoder": False,
-              "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0},
-    "sparsity": {"beta": 0.0, "auxk": False, "decoder_norm_l1": False, "beta_warmup": 0},
-    "train": {"recon": "mse", "lr": 1e-3, "lr_decay": 0.0},
-}
-# The modern TopK SAE (Gao et al. 2024; EleutherAI sparsify): ReLU after the selection, linear output,
-# unit-norm decoder columns with the parallel gradient removed, encoder starting as the decoder's
-# transpose, b_dec starting at the data mean and subtracted before the encoder, AuxK on.
-_MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean",
-                               "dead_window": 2000},
-                     "sparsity": {"auxk": True}}
-
-
-def _topk_lr(model: "ModelConfig | None") -> float:
-    """The TopK families' learning rate for the code's width: 1.5e-3 up to 1,024 latents, then falling as
-    1 / sqrt(latents) (the rule of OpenAI's and EleutherAI's SAEs). 1.5e-3 with the last fifth of the steps
-    decaying to 0 took 1024 latents, k 32, 5 epochs from FVU 0.0942 to 0.0888, none dead; 2e-3 left 4-13%
-    dead there, and 1.5e-3 left 34% of a 4096-latent code (k 64) dead (docs/sparsity_families.md)."""
-    width = model.hidden[-1] if model is not None else 1024
-    return 1.5e-3 * min(1.0, (1024 / width) ** 0.5)
-
-
-_MODERN = {"model": {"activation": "relu", "output_activation": "linear", "encode_alpha": 2.0},
-           "train": {"recon": "fvu", "lr": _topk_lr, "lr_decay": 0.2},
-           "one_layer": _MODERN_ONE_LAYER}
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (SparsityConfig.beta).
-    "kl": {"sparsity": {"beta": 0.003}},
-    "none": {},
-    "topk": _MODERN,
-    "batchtopk": _MODERN,
-    "matryoshka": _MODERN,
-    # Anthropic's April 2024 update: ReLU, linear output, L1 of each |h_j| times its decoder column's
-    # norm (no unit-norm constraint), beta warmed up from 0; b_dec at the data mean and subtracted (not
-    # subtracted, 53-58% of the units never fired on non-negative pixels).
-    "l1": {"model": {"activation": "relu", "output_activation": "linear"},
-           "one_layer": {"model": {"pre_bias": True, "bias_init": "mean"}},
-           "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": 200},
-           # 256 units, 3 epochs, beta 3e-4: L0 66.6, FVU / PCA's at that L0 1.014 with lr 1e-3; 0.845 with 3e-3
-           "train": {"lr": 3e-3}},
-    # Rajamanoharan et al. 2024: thresholds learned through a straight-through estimator, L0 penalty.
-    "jumprelu": {"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
-                           "jumprelu_bandwidth": 0.05},
-                 "one_layer": {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean"}},
-                 "sparsity": {"beta": 1e-3, "beta_warmup": 200},
-                 # beta 1e-3: L0 42.5, ratio to PCA 0.757 with lr 1e-3; L0 33.1, 0.633 with 3e-3 (256 units)
-                 "train": {"recon": "fvu", "lr": 3e-3}},
-}
-# Settings added by issue 11 that only some families use, with the value that means "not used". A file
+# Settings added later that only some families use, with the value that means "not used". A file
 # written before them lacks them and was trained without them: from_dict reads a missing one as that
 # value, and to_dict leaves it out while it has it, so an old config.json reads back as it is.
 ADDED_LATER: dict[str, dict[str, Any]] = {
@@ -104,35 +51,6 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None},
     "train": {"lr_decay": 0.0},
 }
-# The family of a model on its own (no sparsity section): its code layer's.
-MODE_FAMILIES = {"topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu", "none": "kl"}
-
-
-def family_of(model: "ModelConfig", sparsity: "SparsityConfig") -> str:
-    """The family whose defaults a run takes: its penalty, or for penalty 'none' (or the old spelling
-    '--topk batchtopk --penalty topk') its code layer's."""
-    p = sparsity.penalty
-    if p == "none" and model.topk != "none":
-        return MODE_FAMILIES[model.topk]
-    if p == "topk" and model.topk == "batchtopk":
-        return "batchtopk"
-    return p
-
-
-def fill_family_defaults(model: "ModelConfig | None", sparsity: "SparsityConfig | None", family: str,
-                         train: "TrainConfig | None" = None) -> None:
-    """Set every unset (None) setting of `model` (and `sparsity`, `train`) to `family`'s default, then OFF's."""
-    entry = FAMILY_DEFAULTS.get(family, {})  # an unknown penalty is refused by the field's check
-    layers = [entry, entry.get("one_layer", {}) if model is not None and model.one_layer() else {}, OFF]
-    if sparsity is not None and sparsity.auxk is None and model is not None and model.topk_kernel == "sparse":
-        sparsity.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
-    for section, obj in (("model", model), ("sparsity", sparsity), ("train", train)):
-        if obj is None:
-            continue
-        for values in (layer.get(section, {}) for layer in layers):
-            for name, value in values.items():
-                if getattr(obj, name) is None:
-                    setattr(obj, name, value(model) if callable(value) else value)  # e.g. by the width
 
 
 # --- the settings --------------------------------------------------------------------------------
@@ -149,7 +67,7 @@ class ModelConfig:
     """Decoder hidden sizes (between code and output); default: encoder mirrored."""
     activation: str | None = param(None, choices=ACTIVATIONS)
     """Activation of the hidden layers; default: the sparsity family's (sigmoid for kl and none, relu for
-    the others; FAMILY_DEFAULTS)."""
+    the others; families.py)."""
     code_activation: str | None = param(None, choices=ACTIVATIONS)
     """Activation of the code (innermost) layer; default: `activation`."""
     output_activation: str | None = param(None, choices=ACTIVATIONS)
@@ -163,7 +81,7 @@ class ModelConfig:
     """Transform fitted on the training data and stored with the model: none, standardize or zca."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
-    topk: str = param("none", choices=TOPK_MODES)
+    topk: str = param(families.NONE, choices=TOPK_MODES)
     """Code-layer selection: 'none', 'topk' (k largest per example) or 'batchtopk' (k*batch largest per batch)."""
     k: int | None = param(None, gt=0)
     """Active code units per example for topk/batchtopk."""
@@ -220,13 +138,26 @@ class ModelConfig:
             n += 2 * self.input_dim ** 2
         return n
 
+    def resolved(self) -> "ModelConfig":
+        """A copy with every unset setting filled in by its code layer's family (a model on its own,
+        without a sparsity section), checked."""
+        check_fields(self, "model")
+        m = copy.deepcopy(self)
+        fill_defaults(family_of(m, None), m, {"model": m})
+        m.check()
+        return m
+
     def validate(self) -> None:
-        fill_family_defaults(self, None, MODE_FAMILIES[self.topk] if self.topk in MODE_FAMILIES else "kl")
+        """Check the settings as they would be used (resolved); changes nothing."""
+        self.resolved()
+
+    def check(self) -> None:
+        """The rules of a resolved model configuration."""
         check_fields(self, "model")
         if self.tied and self.decoder_sizes() != list(reversed(self.hidden[:-1])):
             raise SparseAEError("model.tied needs the decoder to mirror the encoder (leave model.decoder unset); "
                                 f"got model.decoder {self.decoder}")
-        if self.topk not in ("none", "jumprelu"):
+        if self.topk in K_CODES:
             if self.k is None:
                 raise SparseAEError(f"model.k must be a positive integer with topk '{self.topk}'; got None")
             if self.k > self.hidden[-1]:
@@ -244,11 +175,11 @@ class ModelConfig:
 class SparsityConfig:
     """The penalty on hidden activations and the weight decay."""
 
-    penalty: str = param("kl", choices=PENALTIES)
+    penalty: str = param(families.KL, choices=PENALTIES)
     """The sparsity family: 'kl' (Bernoulli KL to a target rate rho), 'l1', 'none', 'topk' or 'batchtopk'
     (no penalty term: sparse by construction), 'jumprelu' (L0 penalty on a code with learned thresholds)
     or 'matryoshka' (BatchTopK trained to reconstruct from nested prefixes of the dictionary). Each brings
-    its best measured recipe for the settings left unset (FAMILY_DEFAULTS, docs/sparsity_families.md) and
+    its best measured recipe for the settings left unset (families.py, docs/sparsity_families.md) and
     sets model.topk to its code layer if that is 'none'."""
     rho: float = param(0.05, gt=0, lt=1)
     """Target mean activation of each penalised unit (KL)."""
@@ -281,13 +212,12 @@ class SparsityConfig:
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2."""
 
-    def weight(self) -> float:
-        """beta, or the family's default when unset."""
-        return self.beta if self.beta is not None else FAMILY_DEFAULTS.get(self.penalty, {}).get(
-            "sparsity", {}).get("beta", 0.0)
-
     def validate(self, model: ModelConfig) -> None:
-        fill_family_defaults(model, self, family_of(model, self))
+        """Check these settings with `model` as they would be trained (resolved); changes nothing."""
+        resolve(RunConfig(model, self))
+
+    def check(self, model: ModelConfig) -> None:
+        """The rules of a resolved sparsity configuration with its resolved model."""
         check_fields(self, "sparsity")
         n = len(model.hidden)
         for i in self.layers:
@@ -298,28 +228,12 @@ class SparsityConfig:
             if len(model.hidden) != 1 or model.decoder_sizes():
                 raise SparseAEError("sparsity.auxk needs a single-layer autoencoder (one model.hidden size, "
                                     "no model.decoder layers)")
-            if model.topk not in ("topk", "batchtopk") and self.penalty not in ("topk", "batchtopk", "matryoshka"):
+            if model.topk not in K_CODES:
                 raise SparseAEError("sparsity.auxk needs a topk or batchtopk model (model.topk, or penalty 'topk', "
                                     "with model.k)")
-        if self.penalty == "kl":
-            acts = model.layer_activations()
-            for i in self.layers:
-                if acts[i] not in BOUNDED_ACTIVATIONS:
-                    raise SparseAEError(
-                        f"the KL penalty needs activations in (0, 1) but layer {i % n} uses '{acts[i]}'; "
-                        "set model.activation (or model.code_activation) to 'sigmoid', or penalty to 'l1'")
-        if self.penalty == "jumprelu" and model.topk != "jumprelu":
-            raise SparseAEError(f"penalty 'jumprelu' needs model.topk 'jumprelu'; got '{model.topk}'")
-        if self.penalty == "matryoshka":
-            if model.topk not in ("topk", "batchtopk") or not model.one_layer() or model.tied:
-                raise SparseAEError("penalty 'matryoshka' needs a one-layer, untied topk or batchtopk model")
-            if model.output_activation != "linear":
-                raise SparseAEError("penalty 'matryoshka' needs model.output_activation 'linear' (a prefix's "
-                                    "reconstruction is a partial sum of decoder columns)")
-            bad = [p for p in self.prefixes or [] if p >= model.hidden[-1]]
-            if bad:
-                raise SparseAEError(f"sparsity.prefixes must be smaller than the code size {model.hidden[-1]}; "
-                                    f"got {show(self.prefixes)}")
+        check = families.FAMILIES[self.penalty].check
+        if check is not None:
+            check(model, self)
 
     def prefix_sizes(self, code: int) -> list[int]:
         """Matryoshka's nested sizes, ascending, the full code last."""
@@ -416,8 +330,21 @@ class TrainConfig:
                 "patch_channels": self.patch_channels, "whiten_images": self.whiten_images,
                 "image_downsample": self.image_downsample, "normalize": self.patch_normalize, "seed": self.seed}
 
+    def resolved(self) -> "TrainConfig":
+        """A copy with every unset setting at its value without a sparsity family (lr 1e-3, no decay,
+        MSE), checked: for the training loop used on its own; a run resolves through `resolve`."""
+        t = copy.deepcopy(self)
+        check_fields(t, "train")
+        fill_defaults(families.FAMILIES[families.NONE], None, {"train": t})
+        t.check()
+        return t
+
     def validate(self) -> None:
-        fill_family_defaults(None, None, "", self)  # on its own: OFF's (RunConfig.validate sets the family's)
+        """Check the settings as they would be used (resolved); changes nothing."""
+        self.resolved()
+
+    def check(self) -> None:
+        """The rules of a resolved training configuration."""
         check_fields(self, "train")
         if self.dataset == "array" and not self.data:
             raise SparseAEError("dataset 'array' needs train.data, the path of the array file")
@@ -432,26 +359,23 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        """Every rule a run's settings must satisfy, the machine aside (training/accel.py). Settings left
-        unset (None) take the sparsity family's defaults here, so config.json records what was trained."""
-        code = PENALTY_CODES.get(self.sparsity.penalty)
-        if code is not None and self.model.topk == "none":
-            self.model.topk = code  # --penalty topk --k K is the short spelling
-        if self.train.optimizer in FULL_BATCH_OPTIMIZERS and self.sparsity.beta_warmup is None:
-            self.sparsity.beta_warmup = 0  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
-        fill_family_defaults(self.model, self.sparsity, family_of(self.model, self.sparsity), self.train)
-        self.model.validate()
-        self.sparsity.validate(self.model)
-        self.train.validate()
+        """Every rule a run's settings must satisfy, the machine aside (training/accel.py), checked on the
+        settings as they would be trained (`resolve`); changes nothing."""
+        resolve(self)
+
+    def check(self) -> None:
+        """The rules of a resolved configuration."""
+        self.model.check()
+        self.sparsity.check(self.model)
+        self.train.check()
         check_step_options(self.train, self.model, self.sparsity)
         if self.train.optimizer in FULL_BATCH_OPTIMIZERS:
             check_full_batch_model(self.model, self.sparsity)
 
     def validate_stack(self, finetune: str) -> None:
         """validate(), and what greedy layer-wise training (apps/stacked.py) needs."""
-        self.validate()
         check_choice("finetune", finetune, FINETUNE_MODES)
-        m = self.model
+        m = resolve(self).model
         if len(m.hidden) < 2:
             raise SparseAEError(f"a stack needs at least two hidden layers; got model.hidden {m.hidden}")
         if m.decoder is not None or m.pre_bias:
@@ -484,9 +408,29 @@ class RunConfig:
 
 
 
+def resolve(requested: RunConfig) -> RunConfig:
+    """The configuration a run trains with: a copy of `requested` with every unset (None) setting filled in
+    exactly once, by the sparsity family's record (families.py), then checked. Pure: `requested` is left
+    as it is. config.json records the result, so it says what was trained; an explicit value (flag, preset,
+    config.json, Python) always wins. train, sweep, stack, monitor and the Python API all come through here."""
+    for section in ("model", "sparsity", "train"):  # types and ranges first: the family is looked up by name
+        check_fields(getattr(requested, section), section)
+    c = copy.deepcopy(requested)
+    m, s, t = c.model, c.sparsity, c.train
+    if m.topk == families.NONE:
+        m.topk = families.FAMILIES[s.penalty].code  # --penalty topk --k K is the short spelling
+    if t.optimizer in FULL_BATCH_OPTIMIZERS and s.beta_warmup is None:
+        s.beta_warmup = 0  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
+    if s.auxk is None and m.topk_kernel == "sparse":
+        s.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
+    fill_defaults(family_of(m, s), m, {"model": m, "sparsity": s, "train": t})
+    c.check()
+    return c
+
+
 def check_sparse_kernel(model: ModelConfig) -> None:
     """The sparse path computes one relu TopK layer with a linear output (the modern SAE)."""
-    if model.topk != "topk" or len(model.hidden) != 1 or model.decoder_sizes() or model.tied:
+    if model.topk != families.TOPK or len(model.hidden) != 1 or model.decoder_sizes() or model.tied:
         raise SparseAEError("model.topk_kernel 'sparse' needs a single-layer, untied TopK model (model.topk "
                             "'topk' with model.k, one model.hidden size)")
     if model.layer_activations()[-1] != "relu" or model.output_activation != "linear":
@@ -503,7 +447,7 @@ def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: Sparsit
         reasons = []
         if sparsity.rho_hat == "running":
             reasons.append("sparsity.rho_hat 'running' (its estimate is replaced every step)")
-        if model.topk == "batchtopk":
+        if model.topk == families.BATCHTOPK:
             reasons.append("model.topk 'batchtopk' (data-dependent selection size)")
         if sparsity.auxk:
             reasons.append("sparsity.auxk (counts dead units on the CPU)")
@@ -531,7 +475,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {
         "model": {"hidden": [256, 128, 64, 32, 16], "activation": "relu",
                   "code_activation": "sigmoid", "output_activation": "sigmoid"},
-        "sparsity": {"penalty": "kl", "rho": 0.05, "beta": 0.001},
+        "sparsity": {"penalty": families.KL, "rho": 0.05, "beta": 0.001},
         # He init keeps the signal's scale through the deep ReLU stack; with it, batch 128 and
         # Adam at 5e-3 pass the tutorial's 10-epoch validation MSE within the first epoch.
         "train": {"init": "he", "batch_size": 128, "lr": 5e-3},
@@ -539,16 +483,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Makhzani & Frey's k-sparse autoencoder (2013): linear units, tied weights, linear output, none of
     # the modern recipe (`--preset ksparse --k 25 --hidden 1000`).
     "ksparse": {
-        "model": {"activation": "linear", "output_activation": "linear", "tied": True, "topk": "topk",
+        "model": {"activation": "linear", "output_activation": "linear", "tied": True, "topk": families.TOPK,
                   "unit_norm_decoder": False, "pre_bias": False, "bias_init": "default"},
-        "sparsity": {"penalty": "topk", "auxk": False},
+        "sparsity": {"penalty": families.TOPK, "auxk": False},
     },
     # UFLDL sparse autoencoder exercise: 64-25-64 sigmoid on 8x8 natural-image patches,
     # J = 1/(2m) sum ||h(x)-x||^2 + lambda/2 sum ||W||^2 + beta sum KL, Ng's init, L-BFGS 400.
     # One thread: for models this small, more only add hand-offs (and lose on a shared machine).
     "ufldl": {
         "model": {"hidden": [25], "activation": "sigmoid", "output_activation": "sigmoid"},
-        "sparsity": {"penalty": "kl", "rho": 0.01, "beta": 3.0, "weight_decay": 1e-4},
+        "sparsity": {"penalty": families.KL, "rho": 0.01, "beta": 3.0, "weight_decay": 1e-4},
         "train": {"dataset": "patches", "recon": "half_sse", "init": "ng", "optimizer": "lbfgs",
                   "max_iter": 400, "threads": 1},
     },
@@ -557,7 +501,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ufldl-linear": {
         "model": {"hidden": [400], "activation": "sigmoid", "output_activation": "linear",
                   "input_transform": "zca", "zca_epsilon": 0.1},
-        "sparsity": {"penalty": "kl", "rho": 0.035, "beta": 5.0, "weight_decay": 3e-3},
+        "sparsity": {"penalty": families.KL, "rho": 0.035, "beta": 5.0, "weight_decay": 3e-3},
         "train": {"dataset": "patches", "patch_channels": 3, "whiten_images": False, "patch_normalize": False,
                   "recon": "half_sse", "init": "ng", "optimizer": "lbfgs", "max_iter": 400, "threads": 1},
     },

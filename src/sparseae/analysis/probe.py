@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..data import Dataset, load_dataset
 from ..data.dataset import DataSource, require_in_memory, require_labels, select_classes
 from ..errors import SparseAEError
-from .metrics import evaluate
+from ..objective.metrics import evaluate
 from ..model import SparseAutoencoder
 from ..run.files import atomic_write_text
 from ..run.rundir import RunDir, load_run
@@ -135,15 +135,18 @@ def _labelled(data: DataSource, classes: list[int] | None) -> Dataset:
 def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None = None,
                limit_train: int | None = None, max_iter: int = 300, l2: float | None = 1e-4,
                data_dir: str | None = None, dataset: DataSource | None = None,
-               device: str = "cpu") -> list[ProbeResult]:
+               device: str = "cpu", encode_alpha: float | None = None) -> list[ProbeResult]:
     """Probe each run's features (and raw pixels) on the labelled train/test split of its data set.
 
+    `encode_alpha`: a TopK model's features keep its top alpha * k units (Makhzani & Frey) instead of
+    the k it reconstructs from.
     `classes` restricts the probe to those labels (self-taught learning: the
     autoencoder saw other classes, the classifier sees these).
     """
     if not run_dirs and not raw:
         raise SparseAEError("nothing to probe: give run folders or keep the raw-pixel baseline")
     for path in run_dirs:
+        RunDir(path).require_folder()
         if not RunDir(path).file("config.json").is_file():
             raise SparseAEError(f"{path} is not a run folder (no config.json)")
     if dataset is None:
@@ -157,7 +160,7 @@ def probe_runs(run_dirs: list[str], raw: bool = True, classes: list[int] | None 
         results.append(probe_features(RAW, train_x, train_y, test_x, test_y, max_iter, l2,
                                       l0=(test_x != 0).float().sum(1).mean().item()))
     for path in run_dirs:
-        model = load_run(path, device)
+        model = load_run(path, device).with_encode_alpha(encode_alpha)
         if model.config.input_dim != train_x.shape[1]:
             raise SparseAEError(f"{path}: model expects {model.config.input_dim} inputs, data has {train_x.shape[1]}")
         l0 = evaluate(model, test_x)["l0"]

@@ -1,10 +1,10 @@
 """Sparsity-reconstruction sweeps: one model per grid point, FVU against L0 per method, PCA as the floor.
 
-Each family fixes what makes it that method and takes one swept value: 'topk', 'batchtopk' and
-'matryoshka' (k), 'jumprelu', 'kl' and 'l1' (beta). Every family trains with its own default recipe
-(config.FAMILY_DEFAULTS: activations, decoder norm, pre-bias, AuxK, warm-up), so a sweep compares
-the families as a user gets them; everything else (width, epochs, batch, learning rate, data) comes
-from the base config, so the methods share architecture and budget. L0 counts a code value as active
+Each family takes one swept value, its record's `swept` (families.py: k for the TopK families, beta for
+the penalties). A point is exactly what `sparseae train --penalty FAMILY --k K` (or `--beta B`) builds
+from the same settings: every family trains with its own default recipe for what the base leaves unset
+(activations, decoder norm, pre-bias, AuxK, warm-up, learning rate), so a sweep compares the families as
+a user gets them, and what the base sets (width, epochs, batch, data) they share. L0 counts a code value as active
 when |h| > the model's active_threshold (1e-2 for sigmoid codes, which are never exactly zero; 0 else).
 
 PCA with k components is the best linear code with k dense values per example, so each model's FVU
@@ -21,7 +21,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import PENALTY_CODES, RunConfig
+from ..config import RunConfig
+from ..families import NONE, SWEPT
 from ..data import load_dataset
 from ..data.dataset import DataSource, select_classes
 from ..errors import SparseAEError
@@ -29,37 +30,27 @@ from ..run.files import atomic_write_text
 from ..run.output import OutputFolder
 from ..run.pictures import save_tradeoff_plot
 from ..training.session import train
-from .metrics import pca_fvu, pca_fvu_at
+from ..objective.metrics import pca_fvu, pca_fvu_at
 
-# family -> the swept setting
-FAMILIES = {"topk": "k", "batchtopk": "k", "matryoshka": "k", "jumprelu": "beta", "kl": "beta", "l1": "beta"}
 COLUMNS = ["method", "param", "value", "l0", "fvu", "pca_fvu", "ratio_to_pca", "mse", "dead_fraction",
            "mean_activation", "seconds", "run_dir"]
-# Settings each family brings itself (None: the family's default, config.FAMILY_DEFAULTS).
-FAMILY_SETTINGS = {"model": ("activation", "output_activation", "unit_norm_decoder", "pre_bias", "bias_init",
-                             "dead_window"),
-                   "sparsity": ("auxk", "decoder_norm_l1", "beta_warmup", "beta"),
-                   "train": ("recon",)}
 PCA_MAX = 256  # components of the reference curve
 
 
 def family_config(base: RunConfig, family: str, value: float) -> RunConfig:
-    """The base config turned into one member of `family` at swept `value`, with the family's recipe.
-    The base's width, epochs, batch and data are shared, and so are its learning rate and decay where set
-    (not None); where unset, each family takes its own."""
-    if family not in FAMILIES:
-        raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
+    """`base` as one member of `family` at swept `value`: the configuration `train` gets from the same
+    settings with the family's penalty and its k or beta set to `value` (families.SWEPT), so a sweep point
+    is the model `train` builds. `base` holds the settings as requested: unset (None) ones, such as the
+    learning rate, take each family's own default when the point is resolved; set ones are shared."""
+    if family not in SWEPT:
+        raise SparseAEError(f"sweep family must be one of {', '.join(SWEPT)}; got '{family}'")
     c = copy.deepcopy(base)
-    m, s = c.model, c.sparsity
-    for section, names in FAMILY_SETTINGS.items():
-        for name in names:
-            setattr(getattr(c, section), name, None)
-    m.code_activation = "sigmoid" if family == "kl" else "relu"
-    m.topk, s.penalty = PENALTY_CODES.get(family, "none"), family
-    if FAMILIES[family] == "k":
-        m.k = int(value)
+    c.sparsity.penalty = family
+    c.model.topk = NONE  # resolved to the family's own code layer, as `--penalty FAMILY` is
+    if SWEPT[family] == "k":
+        c.model.k = int(value)
     else:
-        s.beta = float(value)
+        c.sparsity.beta = float(value)
     return c
 
 
@@ -68,10 +59,10 @@ def check_grid(grid: dict[str, list[float]]) -> None:
         raise SparseAEError("empty grid: give at least one value of k (topk, batchtopk, matryoshka) or of beta "
                             "(jumprelu, kl, l1)")
     for family, values in grid.items():
-        if family not in FAMILIES:
-            raise SparseAEError(f"sweep family must be one of {', '.join(FAMILIES)}; got '{family}'")
+        if family not in SWEPT:
+            raise SparseAEError(f"sweep family must be one of {', '.join(SWEPT)}; got '{family}'")
         for v in values:
-            if not math.isfinite(v) or v < 0 or (FAMILIES[family] == "k" and (v != int(v) or v < 1)):
+            if not math.isfinite(v) or v < 0 or (SWEPT[family] == "k" and (v != int(v) or v < 1)):
                 raise SparseAEError(f"bad {family} grid value {v}: k must be a positive integer, beta >= 0")
 
 
@@ -82,8 +73,8 @@ def pca_reference(dataset: DataSource, base: RunConfig):
         return None
     import torch
 
-    train_x = dataset.training(torch.device("cpu"), base.train.batch_size, base.train.limit_train)
-    return pca_fvu(train_x, dataset.validation(torch.device("cpu")), PCA_MAX)
+    train = dataset.training(torch.device("cpu"), base.train.batch_size, base.train.limit_train)
+    return pca_fvu(train.tensor, dataset.validation(torch.device("cpu")), PCA_MAX)
 
 
 def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
@@ -103,14 +94,9 @@ def run_sweep(base: RunConfig, grid: dict[str, list[float]], out: str | Path,
         dataset = load_dataset(base.train.dataset, base.train.data_dir, **base.train.dataset_options())
     if base.train.classes:
         dataset = select_classes(dataset, base.train.classes)
-    output = OutputFolder(out, if_exists)  # after every check; a replacement is staged beside the old folder
-    try:
-        rows = _sweep_points(configs, output, dataset, base, progress, pca)
-    except BaseException:
-        output.discard()
-        raise
-    output.commit()
-    return rows
+    # after every check; a replacement is staged beside the old folder, which a failed sweep leaves as it was
+    with OutputFolder(out, if_exists, kind="sweep") as output:
+        return _sweep_points(configs, output, dataset, base, progress, pca)
 
 
 def _sweep_points(configs, output: OutputFolder, dataset: DataSource, base: RunConfig, progress: bool,
@@ -123,7 +109,7 @@ def _sweep_points(configs, output: OutputFolder, dataset: DataSource, base: RunC
         res = train(c, output.create() / label, dataset, progress)
         last = res.history[-1]
         ref = pca_fvu_at(curve, last["l0"]) if curve is not None else float("nan")
-        rows.append({"method": family, "param": FAMILIES[family], "value": value,
+        rows.append({"method": family, "param": SWEPT[family], "value": value,
                      "l0": last["l0"], "fvu": last["val_fvu"], "pca_fvu": ref,
                      "ratio_to_pca": last["val_fvu"] / ref if ref > 0 else float("nan"), "mse": last["val_mse"],
                      "dead_fraction": last["dead_fraction"], "mean_activation": last["mean_activation"],

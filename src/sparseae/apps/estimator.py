@@ -22,10 +22,12 @@ from safetensors.torch import save as save_tensors
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
+from ..families import KL
+from ..config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
 from ..data import Dataset
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
+from ..run.files import to_json_text
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -72,7 +74,7 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, hidden=64, activation="sigmoid", code_activation=None, output_activation="linear",
-                 penalty="kl", rho=0.05, beta=0.1, weight_decay=0.0, input_transform="standardize",
+                 penalty=KL, rho=0.05, beta=0.1, weight_decay=0.0, input_transform="standardize",
                  epochs=50, batch_size=64, lr=1e-3, optimizer="adam", greedy=False, seed=0, device="cpu"):
         self.hidden = hidden
         self.activation = activation
@@ -108,8 +110,7 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
                                     weight_decay=num["weight_decay"], decoder_norm_l1=False, beta_warmup=0),
             train=TrainConfig(dataset="arrays", epochs=num["epochs"], batch_size=num["batch_size"], lr=num["lr"],
                               optimizer=self.optimizer, seed=num["seed"], device=self.device))
-        config.validate()
-        return config
+        return resolve(config)
 
     def fit(self, X, y=None):
         from ..training.session import train
@@ -177,7 +178,7 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
         model = state.pop("model_", None)
         if model is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            state["_model_config"] = json.dumps(RunConfig(model=model.config).to_dict()["model"])
+            state["_model_config"] = to_json_text(RunConfig(model=model.config).to_dict()["model"], compact=True)
             state["_model_tensors"] = save_tensors(tensors)
         return state
 

@@ -527,7 +527,7 @@ class Monitor:
         """Write the folder `path`: monitor.safetensors (the scaler, the code statistics, the reference
         statistics and the model's arrays) and monitor.json (settings, limits, the SHA-256 of the
         former). Each file is written atomically; existing ones are refused unless `overwrite`."""
-        from ..run.files import atomic_write, atomic_write_text
+        from ..run.files import atomic_write, atomic_write_text, to_json_text
 
         folder = Path(path)
         json_file, tensor_file = folder / "monitor.json", folder / "monitor.safetensors"
@@ -551,7 +551,7 @@ class Monitor:
                            calibration=self.calibration, variables=list(self.variables), n_fit=self.n_fit_,
                            n_samples_seen=int(self.scaler_.n_samples_seen_), code_rank=self.code_rank_,
                            fortran_order=fortran, sha256=hashlib.sha256(blob).hexdigest())
-        atomic_write_text(json_file, json.dumps(info.__dict__, indent=2) + "\n")
+        atomic_write_text(json_file, to_json_text(info.__dict__))
         return folder
 
     @classmethod

@@ -3,6 +3,9 @@
 - A `Run` is the rows of one file (or one Tennessee Eastman run) with the name the table gives it
   (the path as given, so two files of the same name in two folders stay two rows), its fault onset
   and its column names (a CSV header, TEP's XMEAS/XMV, or none).
+- `select_runs`, `score_sources` and `calibration_runs` turn a command's data settings (the user's files
+  or the Tennessee Eastman runs) into runs; the other settings are one `MonitorSettings`
+  (monitor_settings.py).
 - `fit_monitors` fits one `Monitor` per model (the sparse autoencoder and the PCA baseline) on the
   normal runs, with the same lags, limits and alarm rule, and `evaluate` gives the table of false-alarm
   rates, detection rates and delays that the one-shot command prints.
@@ -20,7 +23,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 import re
 import time
@@ -32,7 +34,8 @@ import numpy as np
 
 from ..errors import SparseAEError
 from ..schema import build, in_file, param
-from .monitor import STATISTICS, Monitor, Reconstructor, Scores, alarm_window
+from .monitor import STATISTICS, AutoencoderModel, Monitor, PCAModel, Reconstructor, Scores, alarm_window
+from .monitor_settings import DEFAULTS, MonitorSettings
 from .monitor_charts import STAT_NAMES, ranked, save_contribution_chart, save_control_chart
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 FOLDER_FORMAT = "sparseae-monitor-folder"
 FOLDER_VERSION = 1
-WINDOW = 50
+WINDOW = DEFAULTS.window
 """Contributions: the mean over the first WINDOW alarm rows from the onset on."""
 
 
@@ -132,6 +135,93 @@ def _default_names(variables: list[str]) -> bool:
     return variables == [f"x{j + 1}" for j in range(len(variables))]
 
 
+# --- the runs of a command -----------------------------------------------------------------------------
+
+@dataclass
+class Sources:
+    """The runs a monitor command works on, and how its printout names them."""
+
+    normal: list[Run]
+    tests: list[Run]
+    scored: list[str]
+    """The keys of the test runs the table's mean is over."""
+    source: str
+    """The data's name, for the printout."""
+    dataset: str | None
+    """'tep' for the built-in Tennessee Eastman runs, None for the user's own files."""
+
+
+def select_runs(*, dataset: str | None = None, data_dir: str | None = None, normal: Sequence[str] | None = None,
+                test: Sequence[str] | None = None, onset: int | None = None, faults: Sequence[int] | None = None,
+                fit: bool = True, score: bool = True) -> Sources:
+    """The normal runs (when `fit`) and the test runs (when `score`): the user's files (`normal`,
+    `test`, `onset`), or the Tennessee Eastman runs (`dataset` 'tep', the default; `faults`)."""
+    if (normal is not None and fit) or test is not None:
+        return _own_runs(dataset, normal, test, onset, fit, score)
+    from ..data import tennessee_eastman as te
+
+    name = dataset or "tep"
+    if name != "tep":
+        raise SparseAEError(f"unknown monitoring data set '{name}'; known: tep (or --normal/--test files)")
+    if onset is not None:
+        raise SparseAEError("--onset is for your own files; the Tennessee Eastman runs have theirs (row 160)")
+    root = te.locate(data_dir)
+    faults = list(range(22)) if faults is None else list(faults)
+    for f in faults:
+        if f not in (0, *te.FAULTS):
+            raise SparseAEError(f"fault must be 0..21; got {f}")
+    normal_runs = tep_runs(root, ["d00"]) if fit else []
+    test_runs = tep_runs(root, [f"d{f:02d}_te" for f in faults]) if score else []
+    scored = [f"d{f:02d}_te" for f in faults if f in te.FAULTS and f not in te.UNDETECTABLE]
+    return Sources(normal_runs, test_runs, scored, f"Tennessee Eastman ({root})", "tep")
+
+
+def _own_runs(dataset: str | None, normal: Sequence[str] | None, test: Sequence[str] | None, onset: int | None,
+              fit: bool, score: bool) -> Sources:
+    if dataset is not None:
+        raise SparseAEError("give either --dataset or --normal/--test, not both")
+    if fit and normal is None:
+        raise SparseAEError("your own data needs --normal FILE..." + (" and --test FILE..." if score else ""))
+    if score and not test:
+        raise SparseAEError("your own data needs both --normal FILE... and --test FILE...")
+    normal_runs = file_runs(normal, None) if fit else []
+    test_runs = file_runs(test, onset) if score else []
+    scored = [r.key for r in test_runs] if onset is not None else []
+    return Sources(normal_runs, test_runs, scored, ", ".join(normal or ()), None)
+
+
+def score_sources(files: Sequence[str], *, dataset: str | None = None, data_dir: str | None = None,
+                  faults: Sequence[int] | None = None, onset: int | None = None) -> Sources:
+    """The runs to score with a monitor folder: the `files` (with their `onset`), or a data set's test runs."""
+    if files and dataset is not None:
+        raise SparseAEError("give either FILEs to score or --dataset, not both")
+    if files:
+        if faults is not None:
+            raise SparseAEError("--faults chooses Tennessee Eastman runs; it does not go with FILEs")
+        scored = list(files) if onset is not None else []
+        return Sources([], file_runs(files, onset), scored, ", ".join(files), None)
+    if dataset is None:
+        raise SparseAEError("nothing to score: give FILEs, or --dataset tep")
+    return select_runs(dataset=dataset, data_dir=data_dir, onset=onset, faults=faults, fit=False)
+
+
+def calibration_runs(calibrate: Sequence[str] | None, dataset: str | None,
+                     data_dir: str | None = None) -> list[Run] | None:
+    """The runs that set the limits (MonitorSettings.calibrate): files, or with `dataset` 'tep' also
+    the names d00 / d00_te; None when there are none."""
+    from ..data import tennessee_eastman as te
+
+    if calibrate is None:
+        return None
+    runs = []
+    for item in calibrate:
+        if dataset == "tep" and not Path(item).exists() and te.FILE_NAME.fullmatch(item):
+            runs += tep_runs(te.locate(data_dir), [item])
+        else:
+            runs += file_runs([item], None)
+    return runs
+
+
 # --- fitting -------------------------------------------------------------------------------------------
 
 def fit_monitors(models: dict[str, Reconstructor], normal: list[Run], *, alpha: float, limit: str,
@@ -157,6 +247,15 @@ def fit_monitors(models: dict[str, Reconstructor], normal: list[Run], *, alpha: 
                 mon.calibrate([r.rows for r in calibrate], far)
         monitors[label], seconds[label] = mon, time.perf_counter() - t0
     return monitors, seconds
+
+
+def fit_sae_and_pca(normal: list[Run], settings: MonitorSettings, autoencoder: dict[str, Any],
+                    calibrate: list[Run] | None = None) -> tuple[dict[str, Monitor], dict[str, float]]:
+    """The command's two monitors, 'SAE' (the estimator with the parameters `autoencoder`) and 'PCA',
+    fitted with `settings` (fit_monitors)."""
+    models = {"SAE": AutoencoderModel(**autoencoder), "PCA": PCAModel(settings.pca_components)}
+    return fit_monitors(models, normal, alpha=settings.alpha, limit=settings.limit, holdout=settings.holdout,
+                        lags=settings.lags, persist=settings.persist, calibrate=calibrate, far=settings.far)
 
 
 # --- the table -----------------------------------------------------------------------------------------
@@ -247,20 +346,17 @@ def save_folder(path: str | Path | OutputFolder, monitors: dict[str, Monitor], i
     once the new folder is complete). `path` may be a folder claimed already (run/output.py)."""
     from ..run.output import OutputFolder
 
-    out = path if isinstance(path, OutputFolder) else OutputFolder(path, "replace" if overwrite else "refuse")
+    out = path if isinstance(path, OutputFolder) else OutputFolder(path, "replace" if overwrite else "refuse",
+                                                                   kind="monitor")
     variables = next(iter(monitors.values())).variables
     record = FolderFile(format=FOLDER_FORMAT, version=FOLDER_VERSION, monitors=list(monitors), variables=variables,
                         dataset=info.get("dataset"), normal=list(info.get("normal", [])),
                         calibrate=info.get("calibrate"), settings=dict(info.get("settings", {})))
-    try:
+    with out:  # complete, or the folder it replaces stays as it was
         folder = out.create()
         for label, mon in monitors.items():
             mon.save(folder / label)
-        _write_text(folder / "monitors.json", json.dumps(asdict(record), indent=2) + "\n")
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
+        _write_text(folder / "monitors.json", _json(asdict(record)))
     return out.final
 
 
@@ -324,10 +420,10 @@ def write_scores(out: Path, runs: list[Run], monitors: dict[str, Monitor], score
                 label: {s: {"names": names, "values": c[s], "caption": _window_caption(c)} for s in ("spe", "t2")}
                 for label, c in have.items()})
     _write_text(out / "summary.csv", _summary_csv(summary_rows))
-    _write_text(out / "summary.json", json.dumps(_plain({**info, "rows": summary_rows, "mean": mean, "contributions": {
+    _write_text(out / "summary.json", _json({**info, "rows": summary_rows, "mean": mean, "contributions": {
         key: {label: (None if c is None else {"rows": [int(c["rows"][0]), int(c["rows"][-1])], "count": len(c["rows"]),
                                                "spe": _named(c["spe"], names), "t2": _named(c["t2"], names)})
-              for label, c in by.items()} for key, by in found.items()}}), indent=2) + "\n")
+              for label, c in by.items()} for key, by in found.items()}}))
     _write_text(out / "report.html", _report(out, runs, labels, summary_rows, mean, info, found, names))
     return found
 
@@ -348,17 +444,11 @@ def _named(values: np.ndarray, names: list[str]) -> dict[str, float]:
     return {names[j]: float(values[j]) for j in ranked(values)}
 
 
-def _plain(obj: Any) -> Any:
-    """JSON without NaN (null instead), numpy scalars as Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+def _json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (run/files.py's one writer: NaN as null, numpy scalars as Python numbers)."""
+    from ..run.files import to_json_text
+
+    return to_json_text(obj, indent)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -441,7 +531,7 @@ def _report(out: Path, runs: list[Run], labels: list[str], rows: list[dict[str, 
     body = "".join(tr(r["file"], r) for r in rows)
     if info.get("mean_over"):
         body += tr(f"mean ({len(info['mean_over'])} files)", mean)
-    settings = "".join(f'<tr><td class="name">{e(str(k))}</td><td class="name">{e(json.dumps(_plain(v)))}</td></tr>'
+    settings = "".join(f'<tr><td class="name">{e(str(k))}</td><td class="name">{e(_json(v, None).strip())}</td></tr>'
                        for k, v in info.items() if k not in ("mean_over",))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>sparseae monitor: scores</title>"
              f"<style>{_CSS}</style></head><body><h1>Process monitoring: scores</h1>",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig
+from .. import families
+from ..config import RunConfig, resolve
 from ..data import Dataset, load_dataset
 from ..data.dataset import require_in_memory, require_labels, select_classes
-from ..analysis.metrics import evaluate
+from ..errors import SparseAEError
+from ..objective.metrics import evaluate
 from ..model import SparseAutoencoder
 from ..analysis.probe import encode_features, train_softmax
 from ..run.output import OutputFolder
@@ -63,9 +66,9 @@ def layer_config(config: RunConfig, i: int, input_dim: int) -> RunConfig:
         m.input_transform = "none"
         m.image_shape = None
     if not last:
-        m.topk, m.k, m.unit_norm_decoder = "none", None, False
-        if c.sparsity.penalty == "topk":
-            c.sparsity.penalty = "none"
+        m.topk, m.k, m.unit_norm_decoder = families.NONE, None, False
+        if c.sparsity.penalty == families.TOPK:
+            c.sparsity.penalty = families.NONE
     c.sparsity.layers = [-1]
     c.train.classes = None  # the data handed to the layer is already selected
     return c
@@ -83,7 +86,7 @@ def assemble(config: RunConfig, layers: list[SparseAutoencoder]) -> SparseAutoen
                 stack.decoder_bias[n - 1 - i].copy_(layer.decoder_bias[0])
             else:
                 stack.decoder[n - 1 - i].load_state_dict(layer.decoder[0].state_dict())
-        if config.model.topk == "batchtopk":
+        if config.model.topk == families.BATCHTOPK:
             stack.batchtopk_threshold.copy_(layers[-1].batchtopk_threshold)
     return stack
 
@@ -91,7 +94,7 @@ def assemble(config: RunConfig, layers: list[SparseAutoencoder]) -> SparseAutoen
 def _save_stack(run: RunDir, config: RunConfig, model: SparseAutoencoder, summary: dict[str, Any]) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
-    run.save_model(model)
+    run.save_model(model, config)
     run.write_json("summary.json", summary)
 
 
@@ -103,21 +106,17 @@ def train_stacked(config: RunConfig, out: str | Path | None = None, dataset: Dat
     `out` gets layer1/, layer2/, ..., greedy/ and the fine-tuned model; `if_exists` ('refuse' or
     'replace') says what to do when it already holds files (run/output.py)."""
     config.validate_stack(finetune)
-    output = OutputFolder(out, if_exists) if out is not None else None
-    try:
-        result = _train_stacked(config, output, dataset, finetune, finetune_epochs, finetune_iter, progress)
-    except BaseException:
-        if output is not None:
-            output.discard()
-        raise
-    if output is not None:
-        output.commit()
-    return result
+    config = resolve(config)
+    for name, value in (("finetune_epochs", finetune_epochs), ("finetune_iter", finetune_iter)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise SparseAEError(f"{name} must be a positive integer, got {value!r}")  # before any layer trains
+    output = OutputFolder(out, if_exists, kind="stack") if out is not None else None
+    with output if output is not None else nullcontext():  # a failed stack: a replaced folder stays as it was
+        return _train_stacked(config, output, dataset, finetune, finetune_epochs, finetune_iter, progress)
 
 
-def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Dataset | None, finetune: str,
-                   finetune_epochs: int | None, finetune_iter: int, progress: bool) -> StackResult:
-    m = config.model
+def _stack_dataset(config: RunConfig, dataset: Dataset | None, finetune: str) -> Dataset:
+    """The data set the stack trains on (in memory, its classes selected); sets the model's input shape."""
     tc = config.train
     if dataset is None:
         dataset = load_dataset(tc.dataset, tc.data_dir, **tc.dataset_options())
@@ -126,8 +125,16 @@ def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Data
         dataset = select_classes(dataset, tc.classes)
     if finetune == "supervised":
         require_labels(dataset, "supervised fine-tuning")
-    m.input_dim = dataset.input_dim
-    m.image_shape = list(dataset.image_shape) if dataset.image_shape else None
+    config.model.input_dim = dataset.input_dim
+    config.model.image_shape = list(dataset.image_shape) if dataset.image_shape else None
+    return dataset
+
+
+def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Dataset | None, finetune: str,
+                   finetune_epochs: int | None, finetune_iter: int, progress: bool) -> StackResult:
+    m = config.model
+    tc = config.train
+    dataset = _stack_dataset(config, dataset, finetune)
     device = resolve_device(tc.device)
     root = output.create() if output is not None else None  # after every check: nothing written before
     t0 = time.perf_counter()
@@ -148,7 +155,8 @@ def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Data
     val_x = dataset.test.to(device)
     greedy_metrics = evaluate(greedy, val_x, tc.dead_threshold)
     if root is not None:
-        _save_stack(RunDir(root / "greedy"), config, greedy, {"stage": "greedy", **greedy_metrics})
+        greedy_dir = OutputFolder(root / "greedy", kind="run").create()  # marked, as each layer's run folder
+        _save_stack(RunDir(greedy_dir), config, greedy, {"stage": "greedy", **greedy_metrics})
 
     model = copy.deepcopy(greedy)
     ft_config = copy.deepcopy(config)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SparseAEError
+from ..families import FAMILIES
 from . import args as flags
 from .args import config_from_args
 from .train import add_training, if_exists, output_folder
+
+# family -> the sweep's grid flag for it (families.py)
+GRID_FLAGS = {name: f.sweep_flag for name, f in FAMILIES.items() if f.sweep_flag}
 
 # --- probe -----------------------------------------------------------------------------------------
 
 
 def add_probe_arguments(p: argparse.ArgumentParser) -> None:
     flags.add(p, "run_dirs", "--no-raw", "--self-taught", "--classes", "--limit-train", "--probe-iter", "--l2",
-              "--data-dir", "--device", "--csv", shown={"--device": flags.DEFAULT_DEVICE})
+              "--data-dir", "--encode-alpha", "--device", "--csv", "--overwrite",
+              shown={"--device": flags.DEFAULT_DEVICE})
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -26,9 +31,14 @@ def run_probe(args: argparse.Namespace) -> int:
         raise SparseAEError(f"limit_train must be positive, got {args.limit_train}")
     if args.probe_iter <= 0:
         raise SparseAEError(f"probe_iter must be positive, got {args.probe_iter}")
+    if args.csv:
+        from ..run.output import claim_file
+
+        claim_file(args.csv, "--csv", args.overwrite)  # before any probe is trained
     results = probe_runs(args.run_dirs, raw=not args.no_raw, classes=classes, limit_train=args.limit_train,
                          max_iter=args.probe_iter, l2=args.l2, data_dir=args.data_dir,
-                         device=resolve_device(args.device or flags.DEFAULT_DEVICE))
+                         device=resolve_device(args.device or flags.DEFAULT_DEVICE),
+                         encode_alpha=args.encode_alpha)
     print(results_table(results))
     if args.csv:
         write_results_csv(results, args.csv)
@@ -39,23 +49,17 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     add_training(p, "sweep")
-    flags.add(p, "--k-grid", "--batchtopk-grid", "--matryoshka-grid", "--jumprelu-beta", "--kl-beta", "--l1-beta",
-              "--pca")
+    flags.add(p, *GRID_FLAGS.values(), "--pca")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     from ..analysis.sweep import check_grid, run_sweep as sweep, sweep_table
 
-    grid = {"topk": args.k_grid, "batchtopk": args.batchtopk_grid, "matryoshka": args.matryoshka_grid,
-            "jumprelu": args.jumprelu_beta, "kl": args.kl_beta, "l1": args.l1_beta}
+    grid = {family: getattr(args, flags.dest(flag)) for family, flag in GRID_FLAGS.items()}
     if not any(grid.values()):  # said here, where the flags' names are known
-        raise SparseAEError("empty grid: give at least one value with --k-grid, --batchtopk-grid, "
-                            "--matryoshka-grid, --jumprelu-beta, --kl-beta or --l1-beta")
+        raise SparseAEError(f"empty grid: give at least one value with {', '.join(GRID_FLAGS.values())}")
     check_grid(grid)
-    base = config_from_args(args)
-    # a learning rate or decay given is shared by every family; else each takes its own (FAMILY_DEFAULTS)
-    base.train.lr = args.lr
-    base.train.lr_decay = args.lr_decay
+    base = config_from_args(args)  # as requested: each family fills in what it leaves unset (lr, ...)
     out = output_folder(args, "sweep")
     rows = sweep(base, grid, out, progress=not args.quiet, pca=args.pca, if_exists=if_exists(args))
     if args.pca:

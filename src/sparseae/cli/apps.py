@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import families
+from ..apps.monitor_settings import AUTOENCODER_START, SETTINGS, MonitorSettings
 from ..config import RunConfig
 from ..errors import SparseAEError
 from . import args as flags
@@ -28,11 +30,9 @@ def read_rows(path: str):
 
 
 def _write_json(path: str, obj: Any) -> None:
-    import json
+    from ..run.files import atomic_write_json
 
-    from ..run.files import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_json(path, obj)
 
 
 def _add_estimator(p: argparse.ArgumentParser, start: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
@@ -48,11 +48,9 @@ def _estimator_params(config: RunConfig, extra: tuple[str, ...] = ()) -> dict[st
 
 # --- monitor ---------------------------------------------------------------------------------------
 
-# The monitor's starting values (docs/monitoring.md): one layer of 52 ReLU units, L1 penalty, 300
-# epochs of Adam at batch 32; the estimator's linear decoder.
-MONITOR_START = {"model": {"hidden": [52], "activation": "relu"},
-                 "sparsity": {"penalty": "l1", "rho": 0.05, "beta": 0.01, "weight_decay": 0.0},
-                 "train": {"dataset": "tep", "epochs": 300, "batch_size": 32, "lr": 1e-3, "seed": 0}}
+# The monitor's autoencoder starts from MONITOR_START; its other settings are one MonitorSettings
+# (the flags' defaults). Both live in the library (apps/monitor_settings.py).
+MONITOR_START = AUTOENCODER_START
 MONITOR_RUNS = "runs"  # monitor fit --out when not given: the first free runs/monitor-NNN
 
 
@@ -70,7 +68,7 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     flags.add(src, "--dataset", "--data-dir", "--faults", "--normal", "--test", "--onset",
               shown={"--dataset": "tep, when --normal is not given"})
     _monitor_fitting(p)
-    flags.add(p, "--json")
+    flags.add(p, "--json", "--overwrite")
     actions = p.add_subparsers(dest="monitor_action", metavar="ACTION",
                                title="actions (without one: fit, score and print the table in one go, the benchmark)")
     fit = actions.add_parser("fit", help="fit the monitors on normal runs and write a monitor folder",
@@ -101,6 +99,8 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     for parser in (fit, score):
         for action in parser._actions:
             if action.dest in one_shot:
+                if action.help and "%(default)" in action.help:  # argparse leaves SUPPRESS out of %(default)s
+                    action.help = action.help.replace("%(default)s", str(action.default).replace("%", "%%"))
                 action.default = argparse.SUPPRESS
     p.set_defaults(monitor_flags=(one_shot, {"fit": {a.dest for a in fit._actions},
                                              "score": {a.dest for a in score._actions}}))
@@ -119,70 +119,13 @@ def run_monitor(args: argparse.Namespace) -> int:
     return run_monitor_benchmark(args)
 
 
-def _runs(args: argparse.Namespace, normal: bool, tests: bool):
-    """(normal runs, test runs, the test runs the mean is over, the data's name, 'tep' or None)."""
-    from ..apps.monitor_folder import file_runs, tep_runs
-    from ..data import tennessee_eastman as te
-
-    own = (getattr(args, "normal", None) is not None and normal) or getattr(args, "test", None) is not None
-    if own:
-        if args.dataset is not None:
-            raise SparseAEError("give either --dataset or --normal/--test, not both")
-        if normal and args.normal is None:
-            raise SparseAEError("your own data needs --normal FILE..." + (" and --test FILE..." if tests else ""))
-        if tests and not args.test:
-            raise SparseAEError("your own data needs both --normal FILE... and --test FILE...")
-        normal_runs = file_runs(args.normal, None) if normal else []
-        test_runs = file_runs(args.test, args.onset) if tests else []
-        scored = [r.key for r in test_runs] if args.onset is not None else []
-        return normal_runs, test_runs, scored, ", ".join(args.normal), None
-    name = args.dataset or "tep"
-    if name != "tep":
-        raise SparseAEError(f"unknown monitoring data set '{name}'; known: tep (or --normal/--test files)")
-    if getattr(args, "onset", None) is not None:
-        raise SparseAEError("--onset is for your own files; the Tennessee Eastman runs have theirs (row 160)")
-    root = te.locate(args.data_dir)
-    faults = list(range(22)) if getattr(args, "faults", None) is None else args.faults
-    for f in faults:
-        if f not in (0, *te.FAULTS):
-            raise SparseAEError(f"fault must be 0..21; got {f}")
-    normal_runs = tep_runs(root, ["d00"]) if normal else []
-    test_runs = tep_runs(root, [f"d{f:02d}_te" for f in faults]) if tests else []
-    scored = [f"d{f:02d}_te" for f in faults if f in te.FAULTS and f not in te.UNDETECTABLE]
-    return normal_runs, test_runs, scored, f"Tennessee Eastman ({root})", "tep"
+def _settings(args: argparse.Namespace) -> MonitorSettings:
+    """The monitor settings the flags give (those not given: the defaults), checked before any data is read."""
+    return MonitorSettings.resolve(**{name: getattr(args, name, None) for name in SETTINGS})
 
 
-def _calibration_runs(args: argparse.Namespace, dataset: str | None):
-    """The runs of --calibrate: files, or with --dataset tep also the names d00 / d00_te."""
-    from ..apps.monitor_folder import file_runs, tep_runs
-    from ..data import tennessee_eastman as te
-
-    if args.calibrate is None:
-        if args.far is not None:
-            raise SparseAEError("--far sets the limits on the runs of --calibrate; give them too")
-        return None
-    runs = []
-    for item in args.calibrate:
-        if dataset == "tep" and not Path(item).exists() and te.FILE_NAME.fullmatch(item):
-            runs += tep_runs(te.locate(args.data_dir), [item])
-        else:
-            runs += file_runs([item], None)
-    return runs
-
-
-def _fit(args: argparse.Namespace, normal, calibrate):
-    from ..apps.monitor import AutoencoderModel, PCAModel
-    from ..apps.monitor_folder import fit_monitors
-
-    params = _estimator_params(config_from_args(args, MONITOR_START))
-    models = {"SAE": AutoencoderModel(**params), "PCA": PCAModel(args.pca_components)}
-    monitors, seconds = fit_monitors(models, normal, alpha=args.alpha, limit=args.limit, holdout=args.holdout,
-                                     lags=args.lags, persist=1 if args.persist is None else args.persist,
-                                     calibrate=calibrate, far=0.01 if args.far is None else args.far)
-    return params, monitors, seconds
-
-
-def _describe_fit(args, params, normal, source, monitors, seconds, calibrate) -> list[str]:
+def _describe_fit(settings: MonitorSettings, params, data, monitors, seconds, calibrate) -> list[str]:
+    normal = data.normal
     n_rows = sum(len(r.rows) for r in normal)
     mon = next(iter(monitors.values()))
     if calibrate:
@@ -190,14 +133,14 @@ def _describe_fit(args, params, normal, source, monitors, seconds, calibrate) ->
         limits = (f"limits: set on {', '.join(r.key for r in calibrate)} ({cal['rows']} rows) for at most "
                   f"{100 * cal['far']:g}% alarms")
     else:
-        limits = f"limits: {args.limit}, alpha {args.alpha}, holdout {args.holdout}"
-    lines = [f"normal rows: {n_rows} x {normal[0].rows.shape[1]} from {source}; {limits}"]
-    if args.lags or mon.persist != 1:
-        lines.append(f"inputs: each row with its {args.lags} predecessors ({len(mon.scaler_.mean_)} columns); "
+        limits = f"limits: {settings.limit}, alpha {settings.alpha}, holdout {settings.holdout}"
+    lines = [f"normal rows: {n_rows} x {normal[0].rows.shape[1]} from {data.source}; {limits}"]
+    if settings.lags or mon.persist != 1:
+        lines.append(f"inputs: each row with its {settings.lags} predecessors ({len(mon.scaler_.mean_)} columns); "
                      f"alarm rule: {mon.persist} consecutive rows above the limit")
     lines.append(f"SAE: hidden {params['hidden']}, {params['activation']}, {params['penalty']} (rho {params['rho']}, "
                  f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs: fitted "
-                 f"in {seconds['SAE']:.1f} s; PCA: {args.pca_components} components, {seconds['PCA']:.2f} s")
+                 f"in {seconds['SAE']:.1f} s; PCA: {settings.pca_components} components, {seconds['PCA']:.2f} s")
     return lines
 
 
@@ -214,32 +157,46 @@ def _print_table(rows, mean, labels, scored, own_files: bool) -> None:
               "those detected)")
 
 
+def _fitted(args: argparse.Namespace, settings: MonitorSettings, tests: bool):
+    """(autoencoder parameters, runs, calibration runs, monitors, seconds) of the one-shot command or `fit`."""
+    from ..apps.monitor_folder import calibration_runs, check_columns, fit_sae_and_pca, select_runs
+
+    params = _estimator_params(config_from_args(args, MONITOR_START))
+    data = select_runs(dataset=args.dataset, data_dir=args.data_dir, normal=args.normal, test=args.test,
+                       onset=args.onset, faults=args.faults, score=tests)
+    calibrate = calibration_runs(settings.calibrate, data.dataset, args.data_dir)
+    variables = data.normal[0].columns or [f"x{j + 1}" for j in range(data.normal[0].rows.shape[1])]
+    for run in data.tests:  # before any fitting
+        check_columns(run, variables, data.normal[0].rows.shape[1])
+    monitors, seconds = fit_sae_and_pca(data.normal, settings, params, calibrate)
+    return params, data, calibrate, monitors, seconds
+
+
 def run_monitor_benchmark(args: argparse.Namespace) -> int:
-    from ..apps.monitor_folder import check_columns, score_runs, table
+    from ..apps.monitor_folder import score_runs, table
+    from ..run.output import claim_file
 
     t_start = time.perf_counter()
-    normal, tests, scored, source, dataset = _runs(args, normal=True, tests=True)
-    calibrate = _calibration_runs(args, dataset)
-    variables = normal[0].columns or [f"x{j + 1}" for j in range(normal[0].rows.shape[1])]
-    for run in tests:  # before any fitting
-        check_columns(run, variables, normal[0].rows.shape[1])
-    params, monitors, seconds = _fit(args, normal, calibrate)
-    rows, mean = table(score_runs(monitors, tests), scored)
+    settings = _settings(args)
+    if args.json:
+        claim_file(args.json, "--json", args.overwrite)  # before any fitting
+    params, data, calibrate, monitors, seconds = _fitted(args, settings, tests=True)
+    rows, mean = table(score_runs(monitors, data.tests), data.scored)
 
-    for line in _describe_fit(args, params, normal, source, monitors, seconds, calibrate):
+    for line in _describe_fit(settings, params, data, monitors, seconds, calibrate):
         print(line)
-    _print_table(rows, mean, list(monitors), scored, dataset is None)
-    if calibrate and any(r.key in {t.key for t in tests} for r in calibrate):
+    _print_table(rows, mean, list(monitors), data.scored, data.dataset is None)
+    if calibrate and any(r.key in {t.key for t in data.tests} for r in calibrate):
         print("(the limits were set on " + ", ".join(r.key for r in calibrate) + ": its false-alarm rate is "
               "in-sample)")
     total = time.perf_counter() - t_start
     print(f"total {total:.1f} s")
     if args.json:
-        _write_json(args.json, {"source": source, "limit": args.limit, "alpha": args.alpha,
-                                "holdout": args.holdout, "limits": {m: mon.limits for m, mon in monitors.items()},
-                                "lags": args.lags, "persist": next(iter(monitors.values())).persist,
-                                "calibration": next(iter(monitors.values())).calibration,
-                                "fit_seconds": seconds, "rows": rows, "mean": mean, "mean_over": scored,
+        mon = next(iter(monitors.values()))
+        _write_json(args.json, {"source": data.source, "limit": settings.limit, "alpha": settings.alpha,
+                                "holdout": settings.holdout, "limits": {m: mon.limits for m, mon in monitors.items()},
+                                "lags": settings.lags, "persist": mon.persist, "calibration": mon.calibration,
+                                "fit_seconds": seconds, "rows": rows, "mean": mean, "mean_over": data.scored,
                                 "seconds": total})
     return 0
 
@@ -248,18 +205,14 @@ def run_monitor_fit(args: argparse.Namespace) -> int:
     from ..apps.monitor_folder import save_folder
     from ..run.output import OutputFolder, next_free
 
+    settings = _settings(args)
     out = args.out if args.out is not None else str(next_free(MONITOR_RUNS, "monitor"))
-    output = OutputFolder(out, "replace" if args.overwrite else "refuse")  # refused before any fitting
-    normal, _, _, source, dataset = _runs(args, normal=True, tests=False)
-    calibrate = _calibration_runs(args, dataset)
-    params, monitors, seconds = _fit(args, normal, calibrate)
-    settings = {"lags": args.lags, "persist": next(iter(monitors.values())).persist, "limit": args.limit,
-                "alpha": args.alpha, "holdout": args.holdout, "far": args.far, "pca_components": args.pca_components,
-                "autoencoder": params}
-    save_folder(output, monitors, {"dataset": dataset, "normal": [r.key for r in normal],
+    output = OutputFolder(out, "replace" if args.overwrite else "refuse", kind="monitor")  # before any fitting
+    params, data, calibrate, monitors, seconds = _fitted(args, settings, tests=False)
+    save_folder(output, monitors, {"dataset": data.dataset, "normal": [r.key for r in data.normal],
                                    "calibrate": [r.key for r in calibrate] if calibrate else None,
-                                   "settings": settings})
-    for line in _describe_fit(args, params, normal, source, monitors, seconds, calibrate):
+                                   "settings": {**settings.record(), "autoencoder": params}})
+    for line in _describe_fit(settings, params, data, monitors, seconds, calibrate):
         print(line)
     for label, mon in monitors.items():
         print(f"{label} limits: T2 {mon.limits['t2']:.6g}, SPE {mon.limits['spe']:.6g}")
@@ -268,43 +221,40 @@ def run_monitor_fit(args: argparse.Namespace) -> int:
 
 
 def run_monitor_score(args: argparse.Namespace) -> int:
-    from ..apps.monitor_folder import file_runs, load_folder, score_runs, table, top_contributors, write_scores
-    from ..run.output import OutputFolder, next_free
+    from ..apps.monitor_folder import load_folder, score_runs, score_sources, table, write_scores
+    from ..run.output import OutputFolder, claim_file, next_free
 
     t_start = time.perf_counter()
     record, monitors = load_folder(args.mon_dir)
-    if args.files and args.dataset is not None:
-        raise SparseAEError("give either FILEs to score or --dataset, not both")
-    if args.files:
-        if getattr(args, "faults", None) is not None:
-            raise SparseAEError("--faults chooses Tennessee Eastman runs; it does not go with FILEs")
-        runs, own = file_runs(args.files, args.onset), True
-        scored = list(args.files) if args.onset is not None else []
-    elif args.dataset is not None:
-        args.test = None
-        _, runs, scored, _, _ = _runs(args, normal=False, tests=True)
-        own = False
-    else:
-        raise SparseAEError("nothing to score: give FILEs, or --dataset tep")
-    if args.window < 1:
-        raise SparseAEError(f"window must be at least 1; got {args.window}")
+    data = score_sources(args.files, dataset=args.dataset, data_dir=args.data_dir, faults=args.faults,
+                         onset=args.onset)
+    settings = _settings(args)  # the window; --persist when given (else each monitor's own rule) is checked
     out = args.out if args.out is not None else str(next_free(args.mon_dir, "score"))
-    output = OutputFolder(out, "replace" if args.overwrite else "refuse")
-    scores = score_runs(monitors, runs, args.persist)
-    rows, mean = table(scores, scored)
-    labels = list(monitors)
+    output = OutputFolder(out, "replace" if args.overwrite else "refuse", kind="score")
+    if args.json:
+        claim_file(args.json, "--json", args.overwrite, inside=[out])
+    scores = score_runs(monitors, data.tests, args.persist)
+    rows, mean = table(scores, data.scored)
     info = {"monitor_folder": str(args.mon_dir), "persist": {m: (args.persist or mon.persist)
                                                               for m, mon in monitors.items()},
             "lags": {m: mon.lags for m, mon in monitors.items()},
             "limits": {m: mon.limits for m, mon in monitors.items()},
-            "window": args.window, "mean_over": scored}
-    try:
-        found = write_scores(output.create(), runs, monitors, scores, rows, mean, info, args.window)
-    except BaseException:
-        output.discard()
-        raise
-    output.commit()
+            "window": settings.window, "mean_over": data.scored}
+    with output:  # complete, or the folder it replaces stays as it was
+        found = write_scores(output.create(), data.tests, monitors, scores, rows, mean, info, settings.window)
 
+    _print_scores(args, monitors, info, data, rows, mean)
+    _print_contributions(data.tests, found, monitors, settings.window)
+    if args.json:
+        _write_json(args.json, {"monitor_folder": str(args.mon_dir), "rows": rows, "mean": mean,
+                                "mean_over": data.scored, "limits": info["limits"]})
+    print(f"wrote {out} (per run: CSV, control chart, contributions; summary.csv, summary.json, report.html) "
+          f"in {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+def _print_scores(args: argparse.Namespace, monitors, info, data, rows, mean) -> None:
+    labels = list(monitors)
     mon = next(iter(monitors.values()))
     rule = ", ".join(f"{m} {info['persist'][m]}" for m in labels)
     print(f"monitor folder {args.mon_dir}: {', '.join(labels)}; {len(mon.variables)} variables, lags "
@@ -313,9 +263,15 @@ def run_monitor_score(args: argparse.Namespace) -> int:
         if one.calibration and args.persist and args.persist != one.calibration["persist"]:
             print(f"note: {m}'s limits were set for an alarm rule of {one.calibration['persist']} rows, "
                   f"not {args.persist}")
-    _print_table(rows, mean, labels, scored, own)
-    first = labels[0]
-    print(f"largest contributions over the first {args.window} alarm rows from the onset on ({first}; SPE: share "
+    _print_table(rows, mean, labels, data.scored, data.dataset is None)
+
+
+def _print_contributions(runs, found, monitors, window: int) -> None:
+    from ..apps.monitor_folder import top_contributors
+
+    first = next(iter(monitors))
+    names = monitors[first].variables
+    print(f"largest contributions over the first {window} alarm rows from the onset on ({first}; SPE: share "
           "of SPE; T2: reconstruction-based contribution)")
     width = max(len(r.key) for r in runs)
     for run in runs:
@@ -324,15 +280,9 @@ def run_monitor_score(args: argparse.Namespace) -> int:
             print(f"{run.key:<{width}s}  no alarm")
             continue
         total = float(c["spe"].sum())
-        spe = ", ".join(f"{n} {100 * v / total:.0f}%" for n, v in top_contributors(c, mon.variables, "spe"))
-        t2 = ", ".join(f"{n} {v:.3g}" for n, v in top_contributors(c, mon.variables, "t2"))
+        spe = ", ".join(f"{n} {100 * v / total:.0f}%" for n, v in top_contributors(c, names, "spe"))
+        t2 = ", ".join(f"{n} {v:.3g}" for n, v in top_contributors(c, names, "t2"))
         print(f"{run.key:<{width}s}  SPE: {spe}; T2: {t2}")
-    if args.json:
-        _write_json(args.json, {"monitor_folder": str(args.mon_dir), "rows": rows, "mean": mean,
-                                "mean_over": scored, "limits": info["limits"]})
-    print(f"wrote {out} (per run: CSV, control chart, contributions; summary.csv, summary.json, report.html) "
-          f"in {time.perf_counter() - t_start:.1f} s")
-    return 0
 
 
 # --- cluster ---------------------------------------------------------------------------------------
@@ -341,7 +291,7 @@ def run_monitor_score(args: argparse.Namespace) -> int:
 # of D^-1 S are probabilities, hence no input transform and a sigmoid output.
 CLUSTER_START = {"model": {"hidden": [16], "activation": "sigmoid", "input_transform": "none",
                            "output_activation": "sigmoid"},
-                 "sparsity": {"penalty": "kl", "rho": 0.2, "beta": 0.01, "weight_decay": 0.0},
+                 "sparsity": {"penalty": families.KL, "rho": 0.2, "beta": 0.01, "weight_decay": 0.0},
                  "train": {"epochs": 500, "batch_size": 256, "lr": 1e-2, "seed": 0}}
 CLUSTER_EXTRA = ("--input-transform", "--output-activation")
 
@@ -351,7 +301,7 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     flags.add(src, "--graph", "--features")
     flags.add(p, "--labels", "--clusters", "--knn", "--self-loops", "--restarts")
     _add_estimator(p, CLUSTER_START, CLUSTER_EXTRA)
-    flags.add(p, "--json")
+    flags.add(p, "--json", "--overwrite")
 
 
 def _cluster_source(args: argparse.Namespace):
@@ -379,8 +329,11 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     from ..apps.cluster import (check_similarity, graph_encoder_embedding, kmeans_labels, nmi, read_labels,
                                 spectral_labels, with_self_loops)
+    from ..run.output import claim_file
 
     params = _estimator_params(config_from_args(args, CLUSTER_START), CLUSTER_EXTRA)
+    if args.json:
+        claim_file(args.json, "--json", args.overwrite)  # before any training
     graph = _cluster_source(args)
     s = check_similarity(graph.similarity)
     if args.self_loops:
@@ -421,16 +374,23 @@ def run_cluster(args: argparse.Namespace) -> int:
 # --- report ----------------------------------------------------------------------------------------
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    flags.add(p, "run_dir", "--out", "--data-dir", "--screenshot", shown={"--out": "RUN_DIR/report.html"})
+    flags.add(p, "run_dir", "--out", "--data-dir", "--encode-alpha", "--screenshot", "--overwrite",
+              shown={"--out": "RUN_DIR/report.html"})
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from ..run.output import claim_file
     from ..run.report import check_screenshot, screenshot, write_report
 
+    # both files before the report is written: the run's own report.html may be replaced, as may an
+    # earlier report elsewhere (it names its writer); anything else only with --overwrite
+    own = Path(args.run_dir) / "report.html"
+    claim_file(args.out if args.out is not None else own, "--out", args.overwrite, own=own, ours=_is_report)
     if args.screenshot:
-        check_screenshot(args.screenshot)  # before the report is written
+        check_screenshot(args.screenshot)  # chromium is there, and no file but a PNG is replaced
+        claim_file(args.screenshot, "--screenshot", args.overwrite)
     t0 = time.perf_counter()
-    out = write_report(args.run_dir, args.out, data_dir=args.data_dir)
+    out = write_report(args.run_dir, args.out, data_dir=args.data_dir, encode_alpha=args.encode_alpha)
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1024:.0f} KiB = {size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
     if args.screenshot:
@@ -438,3 +398,14 @@ def run_report(args: argparse.Namespace) -> int:
         shot = screenshot(out, args.screenshot)
         print(f"chromium decoded every image; wrote {shot} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _is_report(path: Path) -> bool:
+    """A file `sparseae report` wrote (run/report.py recognises its own pages)."""
+    from ..run.report import check_replaceable
+
+    try:
+        check_replaceable(path)
+    except SparseAEError:
+        return False
+    return True

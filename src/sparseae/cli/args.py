@@ -20,9 +20,11 @@ Decisions (issue 10): a flag has one name, dest, type, default and meaning in ev
 - --json FILE (monitor, cluster): also write the results as JSON. Settings are yes|no values
   (cluster's --self-loops too); switches (--quiet, --no-raw, --self-taught) take none; --auxk alone
   means yes and takes `no` too, since the TopK families turn AuxK on by default (issue 11).
-- The sweep's grid flags are --k-grid, --kl-beta, --l1-beta, and its errors name them.
+- The sweep's grid flags come from the family records (families.py: --k-grid, --kl-beta, ...), and its
+  errors name them.
 
-Start-up: this module imports only the standard library and config.py; the commands import the
+Start-up: this module imports only the standard library and the light settings modules (config.py,
+families.py, apps/monitor_settings.py for the monitor's defaults); the commands import the
 library inside their run functions, so `sparseae --help` never loads torch, numpy or matplotlib.
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ import argparse
 import copy
 from typing import Any
 
+from ..apps.monitor_settings import DEFAULTS as MONITOR
+from ..families import FAMILIES, NONE as FAMILY_NONE
 from ..config import FEATURE_SETS, GRAPHS, LIMIT_METHODS, PRESETS, RunConfig, TrainConfig
 
 # What --device means when it is not given, in every command: cuda when there is one.
@@ -163,8 +167,9 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
     "--out": {"metavar": "PATH", "help": "where to write the output"},
     "--quiet": {"action": "store_true", "help": "no progress bar"},
     "--overwrite": {"action": "store_true",
-                    "help": "--out may already hold files: the new results are written beside it and replace it "
-                            "only once they are complete (default: refuse such a folder)"},
+                    "help": "replace what an output flag names when it exists (default: refuse): a folder only if "
+                            "sparseae wrote every file in it (the new results are written beside it and take its "
+                            "place once complete), a file only outside the folders sparseae writes"},
     "--check": {"action": "store_true",
                 "help": "check the settings, the data and the output folder, say what would be done, and stop "
                         "(nothing is written)"},
@@ -204,17 +209,10 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
              "help": "L2 penalty on the probe's weights, or 'auto': chosen from 1e-4, 1e-3, 1e-2 on the last "
                      "sixth of the training rows, never on the test split (default: %(default)s)"},
     # sweep
-    "--k-grid": {"type": float_list, "default": [], "metavar": "K,K,...", "help": "TopK family: values of k"},
-    "--kl-beta": {"type": float_list, "default": [], "metavar": "B,B,...",
-                  "help": "KL family (sigmoid code): values of beta"},
-    "--l1-beta": {"type": float_list, "default": [], "metavar": "B,B,...",
-                  "help": "L1 family (ReLU code): values of beta"},
-    "--batchtopk-grid": {"type": float_list, "default": [], "metavar": "K,K,...",
-                         "help": "BatchTopK family: values of k"},
-    "--matryoshka-grid": {"type": float_list, "default": [], "metavar": "K,K,...",
-                          "help": "Matryoshka family (BatchTopK code): values of k"},
-    "--jumprelu-beta": {"type": float_list, "default": [], "metavar": "B,B,...",
-                        "help": "JumpReLU family: values of the L0 penalty's beta"},
+    # the sweep's grid flags, one per family (families.py): the values of what it varies
+    **{f.sweep_flag: {"type": float_list, "default": [], "metavar": f"{f.swept.upper()},...",
+                      "help": f"{f.name} ({f.help}): values of {f.swept}"}
+       for f in FAMILIES.values() if f.sweep_flag},
     "--pca": {**_YES_NO, "default": True,
               "help": "draw PCA at equal L0 as the reference curve and print each model's FVU ratio to it "
                       "(default: yes)"},
@@ -227,28 +225,33 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
     "mon_dir": {"metavar": "MON_DIR", "help": "a monitor folder written by `sparseae monitor fit`"},
     "files": {"nargs": "*", "metavar": "FILE",
               "help": "runs to score (.csv, .npy, ... or .dat), named in the table by the path as given"},
-    "--lags": {"type": int, "default": 0,
+    # the monitor's settings: defaults from apps/monitor_settings.py (MonitorSettings); --persist and
+    # --far stay None when not given (score: the folder's rule; --far needs --calibrate)
+    "--lags": {"type": int, "default": MONITOR.lags,
                "help": "time-lagged inputs: each row stacked with its L predecessors, for the autoencoder and "
                        "PCA alike (dynamic PCA); the first L rows of a file get no statistic (default: %(default)s)"},
     "--persist": {"type": int,
-                  "help": "alarm rule: an alarm after N consecutive rows above the limit (default: 1; score: the "
-                          "monitor folder's)"},
+                  "help": f"alarm rule: an alarm after N consecutive rows above the limit (default: {MONITOR.persist}; "
+                          "score: the monitor folder's)"},
     "--calibrate": {"nargs": "+", "metavar": "FILE",
                     "help": "normal runs not used for fitting that set the limits instead: the lowest at which the "
                             "alarm rule raises at most --far alarms on them (with --dataset tep, d00_te names its "
                             "normal test run; its false-alarm rate is then in-sample)"},
-    "--far": {"type": float, "help": "the false-alarm rate --calibrate sets the limits for (default: 0.01)"},
-    "--window": {"type": int, "default": 50,
+    "--far": {"type": float,
+              "help": f"the false-alarm rate --calibrate sets the limits for (default: {MONITOR.far})"},
+    "--window": {"type": int, "default": MONITOR.window,
                  "help": "contributions: the mean over the first N alarm rows from the onset on "
                          "(default: %(default)s)"},
-    "--limit": {"choices": LIMIT_METHODS, "default": "kde",
+    "--limit": {"choices": LIMIT_METHODS, "default": MONITOR.limit,
                 "help": "kde: quantile of a KDE of the reference statistic; theory: F (T^2) and "
                         "moment-matched chi-square (SPE) (default: %(default)s)"},
-    "--alpha": {"type": float, "default": 0.99, "help": "confidence level of the limits (default: %(default)s)"},
-    "--holdout": {"type": float, "default": 0.2,
+    "--alpha": {"type": float, "default": MONITOR.alpha,
+                "help": "confidence level of the limits (default: %(default)s)"},
+    "--holdout": {"type": float, "default": MONITOR.holdout,
                   "help": "share of the normal rows (the last ones) kept out of fitting; the limits come from "
                           "their statistics (default: %(default)s; 0: limits from the training rows)"},
-    "--pca-components": {"type": int, "default": 15, "help": "PCA baseline components (default: %(default)s)"},
+    "--pca-components": {"type": int, "default": MONITOR.pca_components,
+                         "help": "PCA baseline components (default: %(default)s)"},
     # cluster
     "--graph": {"help": f"built-in graph ({', '.join(GRAPHS)}) or a file: an adjacency matrix (.npy, square "
                         ".csv) or an edge list (rows 'u v [weight]')"},
@@ -302,8 +305,9 @@ def shown_defaults(config: RunConfig) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace, start: dict[str, Any] | None = None,
                      preset: str | None = None) -> RunConfig:
-    """The validated configuration: RunConfig() updated with `start` (a run's config.json, or a
-    command's own values), then the preset (--preset, else `preset`), then every flag given."""
+    """The requested configuration, checked: RunConfig() updated with `start` (a run's config.json, or a
+    command's own values), then the preset (--preset, else `preset`), then every flag given. Settings
+    left unset stay None: the library resolves them (`config.resolve`), once."""
     base = RunConfig().to_dict()
     for section, values in (start or {}).items():
         base[section].update(copy.deepcopy(values))
@@ -312,22 +316,24 @@ def config_from_args(args: argparse.Namespace, start: dict[str, Any] | None = No
         for section, values in PRESETS[preset].items():
             base[section].update(copy.deepcopy(values))
     for flag, (section, name, _) in CONFIG_FLAGS.items():
-        value = getattr(args, _dest(flag), None)
+        value = getattr(args, dest(flag), None)
         if value is not None:
             base[section][name] = value
     if getattr(args, "add_sparsity", None) is False:
-        base["sparsity"]["penalty"] = "none"
+        base["sparsity"]["penalty"] = FAMILY_NONE
     config = RunConfig.from_dict(base)
     config.validate()
     return config
 
 
 def training_config(argv: list[str]) -> RunConfig:
-    """The validated configuration the training flags `argv` give (`sparseae train ARGV`'s settings),
-    for benchmarks and tests that train through the library as the command line would."""
+    """The configuration `sparseae train ARGV` trains with (resolved: every family default filled in), for
+    benchmarks and tests that train through the library as the command line would."""
+    from ..config import resolve
+
     p = argparse.ArgumentParser()
     add(p, *TRAINING)
-    return config_from_args(p.parse_args(list(argv)))
+    return resolve(config_from_args(p.parse_args(list(argv))))
 
 
 def start_config(start: dict[str, Any] | None = None, preset: str | None = None) -> RunConfig:
@@ -335,7 +341,7 @@ def start_config(start: dict[str, Any] | None = None, preset: str | None = None)
     return config_from_args(argparse.Namespace(), start, preset)
 
 
-def _dest(flag: str) -> str:
+def dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 

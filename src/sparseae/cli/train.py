@@ -55,6 +55,10 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         out = output_folder(args, "train")
         config = config_from_args(args)
+    if args.tensorboard is not None:  # TensorBoard adds event files: never inside a folder sparseae writes
+        from ..run.output import check_outside
+
+        check_outside(args.tensorboard, "--tensorboard", inside=[out])
     if args.check:
         print(check_run(config, out, resume=bool(args.resume), if_exists=if_exists(args)).describe())
         return 0
@@ -71,7 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         steps, loss = f"{len(result.history)} epochs", "last epoch's train loss"
     if "never_fired_fraction" in result.summary:
-        from ..analysis.metrics import dead_latent_warning
+        from ..objective.metrics import dead_latent_warning
 
         warning = dead_latent_warning(result.summary["never_fired_fraction"], config.model.hidden[-1])
         if warning is not None:
@@ -88,27 +92,24 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import json
-    import math
-
-    from ..analysis.metrics import evaluate
+    from ..objective.metrics import evaluate, require_finite_weights
+    from ..run.files import to_json_text
     from ..run.rundir import RunDir, load_run, load_run_data
     from ..training.loop import resolve_device
 
     run = RunDir(args.run_dir)
-    if not run.path.is_dir():
-        raise SparseAEError(f"run folder {args.run_dir} does not exist")
+    run.require_folder()
     config = run.read_config()
     device = resolve_device(args.device or flags.DEFAULT_DEVICE)
     model = load_run(args.run_dir, device)
+    require_finite_weights(model)  # NaN weights would give NaN or 0 metrics that look like results
     data = load_run_data(config, args.data_dir)
     test = data.validation(device)  # a tensor, or chunks of a streamed file
     metrics = evaluate(model, test, config.train.dead_threshold)
     report = {"run_dir": str(run.path), "split": "test", "examples": len(test),
               "penalty": config.sparsity.penalty, "rho": config.sparsity.rho, **metrics}
     # NaN is not JSON: a metric that could not be computed (e.g. FVU of constant rows) is null
-    report = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.items()}
-    print(json.dumps(report, indent=2, allow_nan=False))
+    print(to_json_text(report), end="")
     return 0
 
 
@@ -160,6 +161,9 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
 def run_stack(args: argparse.Namespace) -> int:
     from ..apps.stacked import train_stacked
 
+    for flag, value in (("--finetune-epochs", args.finetune_epochs), ("--finetune-iter", args.finetune_iter)):
+        if value is not None and value <= 0:  # said here, where the flag's name is known, before any write
+            raise SparseAEError(f"{flag} must be a positive integer, got {value}")
     config = config_from_args(args)
     out = output_folder(args, "stack")
     res = train_stacked(config, out, finetune=args.finetune, finetune_epochs=args.finetune_epochs,

@@ -114,10 +114,14 @@ def _npy_header(f, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(f)
-        return np.lib.format.read_array_header_2_0(f)
+            header = np.lib.format.read_array_header_1_0(f)
+        else:
+            header = np.lib.format.read_array_header_2_0(f)
     except Exception as e:  # numpy parses the header with ast/tokenize: a damaged one raises many kinds
         raise SparseAEError(f"{path}: not a valid .npy file ({type(e).__name__}: {e})") from None
+    if any(n < 0 for n in header[0]):  # numpy's parser lets a negative size through
+        raise SparseAEError(f"{path}: the .npy header is damaged: it gives the shape {tuple(header[0])}")
+    return header
 
 
 def open_npy(path: Path) -> ArrayFile:
@@ -511,6 +515,8 @@ class StreamBatches:
     drawn up front from the generator, so starting at step s (a resumed run)
     reads only the chunks from s on and gives the same batches.
     """
+
+    tensor = None  # never all in memory (BatchSource.tensor)
 
     def __init__(self, array: ArrayFile, n: int, batch_size: int, device: torch.device,
                  chunk_bytes: int = 128 << 20):

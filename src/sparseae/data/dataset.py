@@ -1,11 +1,12 @@
 """What every data set offers the rest of the package, whether held in memory or streamed.
 
-`DataSource` is the protocol: training rows (a tensor on the device, or batches
-streamed from a file), validation rows (a tensor, or chunks of a file), labels
-when there are any, the image shape when the rows are images, and per-feature
-statistics of a streamed file (an in-memory set is fitted directly). `Dataset`
-is the in-memory implementation; `arrays.ArrayData` the streamed one. A leaf
-module: the loaders, the trainer and the analyses all name it.
+`DataSource` is the protocol: training rows (a batch source, data/batches.py: rows
+held on the device, or batches streamed from a file), validation rows (a tensor,
+or chunks of a file), labels when there are any, the image shape when the rows
+are images, and per-feature statistics of a streamed file (an in-memory set is
+fitted directly). `Dataset` is the in-memory implementation; `arrays.ArrayData`
+the streamed one. A leaf module: the loaders, the trainer and the analyses all
+name it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import SparseAEError
-from .batches import BatchSource
+from .batches import BatchSource, TensorBatches
 
 if TYPE_CHECKING:
     from .arrays import RowStatistics
@@ -38,9 +39,9 @@ class DataSource(Protocol):
     def statistics(self) -> "RowStatistics | None":
         """Per-feature statistics of the training rows of a streamed file (None in memory)."""
 
-    def training(self, device: torch.device, batch_size: int, limit: int | None = None
-                 ) -> torch.Tensor | BatchSource:
-        """The training rows (the first `limit`) on `device`, or a source of streamed batches."""
+    def training(self, device: torch.device, batch_size: int, limit: int | None = None) -> BatchSource:
+        """Minibatches of the training rows (the first `limit`): held on `device` (its `tensor` has them
+        all) or streamed from a file."""
 
     def validation(self, device: torch.device) -> torch.Tensor | Iterable[torch.Tensor]:
         """The validation rows: a tensor, or an iterable of row chunks with len() and head(n)."""
@@ -64,8 +65,8 @@ class Dataset:
     in_memory = True
     statistics = None
 
-    def training(self, device: torch.device, batch_size: int, limit: int | None = None) -> torch.Tensor:
-        return self.train[:limit].to(device)
+    def training(self, device: torch.device, batch_size: int, limit: int | None = None) -> TensorBatches:
+        return TensorBatches(self.train[:limit].to(device), batch_size)
 
     def validation(self, device: torch.device) -> torch.Tensor:
         return self.test.to(device)

@@ -12,9 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import BOUNDED_ACTIVATIONS, ModelConfig
+from ..config import ModelConfig
+from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, JUMPRELU, K_CODES, NONE, TOPK
 from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove_parallel_grad_,
                     threshold_activation, topk_select)
+from ..errors import SparseAEError
 from .collectives import ONE_PROCESS, Collectives
 from .init import initialize
 from .kernels import centered_linear, sparse_topk_forward
@@ -36,8 +38,7 @@ class SparseAutoencoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        config.validate()
-        self.config = config
+        config = self.config = config.resolved()  # a copy: the caller's configuration is left as it is
         self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon)
         enc_sizes = [config.input_dim, *config.hidden]
         dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.input_dim]
@@ -59,10 +60,10 @@ class SparseAutoencoder(nn.Module):
         c = self.config
         # Training examples since each code unit last fired (not saved: a statistic of this session).
         self.register_buffer("examples_since_fired", torch.zeros(c.hidden[-1]), persistent=False)
-        if c.topk == "batchtopk":
+        if c.topk == BATCHTOPK:
             # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
             self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
-        if c.topk == "jumprelu":
+        if c.topk == JUMPRELU:
             # JumpReLU's per-unit thresholds. Learned as they are, not in log space: Adam moves a parameter
             # by about lr per step, and a log threshold then takes thousands of steps to reach the scale
             # of the pre-activations (kept positive by a clamp where used).
@@ -70,7 +71,7 @@ class SparseAutoencoder(nn.Module):
         # b_dec starts at the data mean (observe_input sets it from the first training batch); until then it
         # is 0, and a model whose weights came from a file (load_run, a checkpoint) never has an all-zero b_dec.
         self._bias_pending = c.bias_init == "mean" and c.one_layer() and c.output_activation == "linear"
-        self._gather_ok = c.topk == "topk" and c.one_layer() and not c.tied and c.output_activation == "linear"
+        self._gather_ok = c.topk == TOPK and c.one_layer() and not c.tied and c.output_activation == "linear"
         if self._bias_pending:
             with torch.no_grad():
                 self.output_bias().zero_()
@@ -168,11 +169,11 @@ class SparseAutoencoder(nn.Module):
         """The code layer's selection: (code, BatchTopK's smallest kept value in training, else None,
         per-example TopK's (values, indices), else None)."""
         mode = self.config.topk
-        if mode == "none":
+        if mode == NONE:
             return act(z), None, None
-        if mode == "jumprelu":
+        if mode == JUMPRELU:
             return jumprelu_activation(z, self.gate_threshold(), self.config.jumprelu_bandwidth), None, None
-        if mode == "batchtopk":
+        if mode == BATCHTOPK:
             if self.training:
                 return *collectives.batchtopk(z, self.config.k, act), None
             if self.batchtopk_threshold >= 0:
@@ -217,15 +218,29 @@ class SparseAutoencoder(nn.Module):
         """
         return self._encode(x if transformed else self.input_transform(x), k, ONE_PROCESS)[0]
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code (innermost layer's activations) of raw input `x`: the learned features.
+    def encode(self, x: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """The code (innermost layer's activations) of raw input `x`: the learned features, the code the
+        decoder reconstructs from (a TopK model's k units per example, as SAELens and sparsify give).
 
-        Outside training a TopK code keeps the top encode_alpha * k units.
+        `alpha` (>= 1; default: model.encode_alpha, 1 unless set when training) keeps the top alpha * k
+        units of a TopK code outside training instead: Makhzani & Frey's features for a classifier.
         """
+        alpha = self.config.encode_alpha if alpha is None else alpha
+        if not alpha >= 1:
+            raise SparseAEError(f"encode alpha must be >= 1; got {alpha}")
         k = None
-        if self.config.topk == "topk" and not self.training:
-            k = min(self.config.hidden[-1], int(round(self.config.encode_alpha * self.config.k)))
+        if self.config.topk == TOPK and not self.training and alpha != 1:
+            k = min(self.config.hidden[-1], int(round(alpha * self.config.k)))
         return self.encode_all(x, k=k)[-1]
+
+    def with_encode_alpha(self, alpha: float | None) -> "SparseAutoencoder":
+        """This model, its encode() keeping the top alpha * k units of a TopK code from now on (None: as
+        trained); for `probe --encode-alpha` and `report --encode-alpha`. Changes no file."""
+        if alpha is not None:
+            if not alpha >= 1:
+                raise SparseAEError(f"encode alpha must be >= 1; got {alpha}")
+            self.config.encode_alpha = float(alpha)
+        return self
 
     def _gather_decode(self, support: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
         """The reconstruction of a one-layer, untied, linear-output TopK code from its support (values,
@@ -264,9 +279,9 @@ class SparseAutoencoder(nn.Module):
         else:
             target = self.input_transform(x)
             hidden, preact, kept_min, support = self._encode(target, None, collectives)
-            top = self.config.topk in ("topk", "batchtopk") and self.training
+            top = self.config.topk in K_CODES and self.training
             gate_l0 = jumprelu_l0(preact, self.gate_threshold(), self.config.jumprelu_bandwidth) \
-                if self.config.topk == "jumprelu" and self.training else None
+                if self.config.topk == JUMPRELU and self.training else None
             recon = self._gather_decode(support if self.training else None)
             out = AutoencoderOutput(self.decode(hidden[-1]) if recon is None else recon, hidden, target,
                                     preact if top else None, kept_min, gate_l0=gate_l0)

@@ -10,6 +10,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..config import SparsityConfig
+from ..errors import SparseAEError
+from ..families import FAMILIES
 from ..model import AutoencoderOutput, SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from .auxk import auxk_loss
@@ -65,13 +67,13 @@ def l0_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAu
     return out.gate_l0.to(h.dtype).mean()
 
 
-# penalty name -> its term on one penalised layer's activations (times beta in the objective).
-# 'none', 'topk', 'batchtopk' and 'matryoshka' (sparse by construction) add no term. A new penalty
-# is one function here and its name in config.PENALTIES (docs/architecture.md).
+# A family's `term` (families.py) -> its penalty on one penalised layer's activations (times beta in the
+# objective). Families sparse by construction have none. A new penalty is one function here and a family
+# record naming it (docs/architecture.md).
 PENALTY_TERMS: dict[str, Callable[..., torch.Tensor]] = {
-    "kl": kl_term,
-    "l1": l1_term,
-    "jumprelu": l0_term,
+    "kl_divergence": kl_term,
+    "abs_sum": l1_term,
+    "gate_count": l0_term,
 }
 
 
@@ -95,8 +97,9 @@ def matryoshka_reconstruction(objective: "Objective", model: SparseAutoencoder,
     return total / len(sizes)
 
 
+# A family's `reconstruction` (families.py) -> the loss it trains on instead of the configured one.
 RECONSTRUCTIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "matryoshka": matryoshka_reconstruction,
+    "nested_prefixes": matryoshka_reconstruction,
 }
 
 
@@ -109,21 +112,30 @@ class Objective:
 
     def __init__(self, sparsity: SparsityConfig, recon: str = "mse", collectives: Collectives = ONE_PROCESS):
         self.sparsity = sparsity
+        family = FAMILIES[sparsity.penalty]
+        self.term = PENALTY_TERMS[family.term] if family.term else None
+        self.family_reconstruction = RECONSTRUCTIONS[family.reconstruction] if family.reconstruction else None
+        if self.term is not None and sparsity.beta is None:
+            raise SparseAEError("the objective needs a resolved SparsityConfig (beta set): config.resolve")
         self.recon = recon
         self.collectives = collectives
         self.running = {i: RunningMean(sparsity.rho_momentum) for i in sparsity.layers} \
             if sparsity.rho_hat == "running" else {}
-        self.steps = 0  # training steps seen, for beta's warm-up (not checkpointed: a resumed run re-warms)
+        self.step: int | None = None
+        """The global training step (0-based) of the pass in progress, set by the loop before each step:
+        beta's warm-up is a function of it, so a resumed run continues it. None (gradient check, L-BFGS,
+        evaluation): the full beta."""
 
     def reconstruction(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The reconstruction loss of the configured kind, an FVU over the global batch."""
         return reconstruction_loss(recon, target, self.recon, self.collectives.total)
 
-    def beta(self) -> float:
-        """beta, risen linearly from 0 over the first beta_warmup training steps."""
+    def beta(self, step: int | None = None) -> float:
+        """beta at the global training `step` (0-based): risen linearly from 0 over the first beta_warmup
+        steps; the full beta without a step."""
         warmup = self.sparsity.beta_warmup or 0
-        scale = min(1.0, (self.steps + 1) / warmup) if warmup else 1.0
-        return self.sparsity.weight() * scale
+        scale = min(1.0, (step + 1) / warmup) if warmup and step is not None else 1.0
+        return self.sparsity.beta * scale
 
     def penalty(self, hidden: tuple[torch.Tensor, ...], model: SparseAutoencoder | None = None,
                 out: AutoencoderOutput | None = None) -> torch.Tensor:
@@ -131,9 +143,11 @@ class Objective:
         more than the activations (L1 weighted by decoder norms, JumpReLU's gates)."""
         s = self.sparsity
         total = hidden[-1].new_zeros((), dtype=torch.promote_types(hidden[-1].dtype, torch.float32))
-        term = PENALTY_TERMS.get(s.penalty)
-        beta = self.beta()
-        if term is None or beta == 0:
+        term = self.term
+        if term is None:
+            return total
+        beta = self.beta(self.step)
+        if beta == 0:
             return total
         for i in s.layers:
             # in float32 after a bf16 forward pass: the KL of a bf16 mean is coarse
@@ -149,16 +163,11 @@ class Objective:
                          self.collectives.total)
 
     def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput) -> LossParts:
-        family_recon = RECONSTRUCTIONS.get(self.sparsity.penalty)
+        family_recon = self.family_reconstruction
         rec = family_recon(self, model, out) if family_recon is not None else self.reconstruction(out.recon, out.target)
         s = self.sparsity
-        # only the terms that need them get the model and the output: `penalty(hidden)` stays the
-        # signature a subclass may override
-        needs_model = s.penalty == "jumprelu" or (s.penalty == "l1" and s.decoder_norm_l1)
-        pen = self.penalty(out.hidden, model, out) if needs_model else self.penalty(out.hidden)
+        pen = self.penalty(out.hidden, model, out)
         training = getattr(model, "training", False)  # the gradient check passes a view of the weights
-        if training:
-            self.steps += 1
         if s.auxk and s.auxk_coef and training and out.code_preact is not None:
             pen = pen + self.sparsity.auxk_coef * self.auxk(model, out)
         dec = weight_decay(model.weights(), self.sparsity.weight_decay) if self.sparsity.weight_decay \

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from .files import to_json_text
 
 TOP = 9  # top activating examples per latent
 BINS = 16  # activation histogram bins per latent
@@ -249,7 +250,7 @@ def browser_section(data: dict[str, Any], summary: str) -> str:
     else:
         sorts = [s for s in _SORTS if s[0] not in ("class", "purity")]
     sort_options = "".join(f'<option value="{k}">{html.escape(t)}</option>' for k, t in sorts)
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    blob = to_json_text(data, compact=True).strip().replace("</", "<\\/")  # JSON.parse reads it: no NaN
     return (f'<div id="feature-browser"><p>{html.escape(summary)}</p>'
             '<div class="fb-controls">'
             f'<label>sort by <select id="fb-sort">{sort_options}</select></label> '

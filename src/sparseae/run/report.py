@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ import torch
 
 from ..errors import SparseAEError
 from . import feature_browser as fb
-from .files import atomic_write_text
-from .rundir import RunDir
+from .files import atomic_write_text, to_json_text
+from .rundir import RunDir, check_weights_record
 
 MAX_RECONSTRUCTIONS = 8  # epochs shown, evenly spaced, first and last included
 DENSITY_ROWS = 65536  # held-out rows behind a feature density or the feature browser computed for the report
@@ -70,7 +69,8 @@ def _figure(path: Path, caption: str) -> str:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
-    return html.escape(json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else str(v))
+    shown = to_json_text(v, indent=None).strip() if isinstance(v, (list, dict, bool)) or v is None else str(v)
+    return html.escape(shown)
 
 
 def _key_value_table(d: dict[str, Any]) -> str:
@@ -99,7 +99,7 @@ class HeldOut:
     dataset: str
 
 
-def load_held_out(run: RunDir, data_dir: str | None = None) -> HeldOut:
+def load_held_out(run: RunDir, data_dir: str | None = None, encode_alpha: float | None = None) -> HeldOut:
     """The model of `run` and its validation rows (the classes it was trained on); SparseAEError if the
     model or the data cannot be read here."""
     from ..data.dataset import first_rows, select_classes
@@ -108,7 +108,7 @@ def load_held_out(run: RunDir, data_dir: str | None = None) -> HeldOut:
 
     config = run.read_config()
     tc = config.train
-    model = load_run(run.path)
+    model = load_run(run.path).with_encode_alpha(encode_alpha)
     data = load_run_data(config, data_dir)  # refuses data that does not fit the model (trained on other rows)
     if tc.classes:
         data = select_classes(data, tc.classes)
@@ -124,7 +124,7 @@ def _density_picture(run: RunDir, tmp: Path, held: HeldOut | str) -> tuple[Path 
     """feature_density.png of the run, or one computed now from the model and its test split."""
     if run.file("feature_density.png").is_file():
         return run.file("feature_density.png"), "from the run folder"
-    from ..analysis.metrics import unit_firing_frequency
+    from ..objective.metrics import unit_firing_frequency
     from .pictures import save_feature_density
 
     if isinstance(held, str):
@@ -161,61 +161,21 @@ def _epoch_pictures(run: RunDir) -> list[Path]:
     return [pics[i] for i in idx]
 
 
-def render_report(run_dir: str | Path, data_dir: str | None = None) -> str:
-    """The HTML text of the report of `run_dir`."""
-    from .pictures import save_loss_plot
-
+def render_report(run_dir: str | Path, data_dir: str | None = None, encode_alpha: float | None = None) -> str:
+    """The HTML text of the report of `run_dir`; `encode_alpha`: the browser's codes keep alpha * k units."""
     run = RunDir(run_dir)
-    if not run.path.is_dir():
-        raise SparseAEError(f"run folder {run_dir} does not exist")
+    run.require_folder()
     config = run.read_json("config.json")
+    check_weights_record(run)  # the Configuration section shows config.json: it must say what was trained
     metrics = run.read_metrics() if run.file("metrics.csv").is_file() else []
     summary = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
-    parts: list[str] = []
     try:
-        held: HeldOut | str = load_held_out(run, data_dir)
+        held: HeldOut | str = load_held_out(run, data_dir, encode_alpha)
     except SparseAEError as e:
         held = str(e)
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        parts.append("<h2>Loss curves</h2>")
-        if metrics and "train_loss" in metrics[0] and "epoch" in metrics[0]:
-            save_loss_plot(metrics, tmp / "loss.png")
-            parts.append(_figure(tmp / "loss.png", "training loss, its reconstruction part, validation MSE"))
-        elif run.file("loss.png").is_file():
-            parts.append(_figure(run.file("loss.png"), "loss curves"))
-        else:
-            parts.append('<p class="note">no metrics.csv: no loss curves</p>')
-
-        parts.append("<h2>Reconstructions across epochs</h2>")
-        pics = _epoch_pictures(run)
-        parts += [_figure(p, f"{p.stem.replace('_', ' ')}: originals (top), reconstructions (bottom)")
-                  for p in pics] or ['<p class="note">no reconstructions (not an image data set)</p>']
-
-        parts.append("<h2>Learned features</h2>")
-        if run.file("features.png").is_file():
-            parts.append(_figure(run.file("features.png"), "first-layer weights of each unit (mid-grey: 0)"))
-        else:
-            parts.append('<p class="note">no features.png (not an image data set)</p>')
-
-        parts.append("<h2>Feature density</h2>")
-        density, how = _density_picture(run, tmp, held)
-        if density is not None:
-            parts.append(_figure(density, f"share of examples on which each code unit fires ({how})"))
-        else:
-            parts.append(f'<p class="note">{html.escape(how)}</p>')
-
-        parts.append("<h2>Feature browser</h2>")
-        parts.append(_feature_browser(held))
-
-        parts.append("<h2>Summary</h2>")
-        parts.append(_key_value_table(summary) if summary else '<p class="note">no summary.json</p>')
-        parts.append("<h2>Metrics per epoch</h2>")
-        parts.append(_metrics_table(metrics))
-        parts.append("<h2>Configuration</h2>")
-        for section, values in config.items():
-            parts.append(f"<h3>{html.escape(section)}</h3>")
-            parts.append(_key_value_table(values) if isinstance(values, dict) else _fmt(values))
+    with tempfile.TemporaryDirectory() as tmpdir:  # pictures drawn now are embedded before it goes
+        parts = _picture_sections(run, Path(tmpdir), metrics, held)
+    parts += _table_sections(summary, metrics, config)
     title = f"sparseae run {run.path.resolve().name}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR +
@@ -224,13 +184,61 @@ def render_report(run_dir: str | Path, data_dir: str | None = None) -> str:
             + "\n".join(parts) + "</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, data_dir: str | None = None) -> Path:
+def _picture_sections(run: RunDir, tmp: Path, metrics: list[dict[str, Any]], held: HeldOut | str) -> list[str]:
+    """Loss curves, reconstructions, features, feature density and the feature browser; pictures drawn
+    now go to `tmp`."""
+    from .pictures import save_loss_plot
+
+    parts = ["<h2>Loss curves</h2>"]
+    if metrics and "train_loss" in metrics[0] and "epoch" in metrics[0]:
+        save_loss_plot(metrics, tmp / "loss.png")
+        parts.append(_figure(tmp / "loss.png", "training loss, its reconstruction part, validation MSE"))
+    elif run.file("loss.png").is_file():
+        parts.append(_figure(run.file("loss.png"), "loss curves"))
+    else:
+        parts.append('<p class="note">no metrics.csv: no loss curves</p>')
+
+    parts.append("<h2>Reconstructions across epochs</h2>")
+    pics = _epoch_pictures(run)
+    parts += [_figure(p, f"{p.stem.replace('_', ' ')}: originals (top), reconstructions (bottom)")
+              for p in pics] or ['<p class="note">no reconstructions (not an image data set)</p>']
+
+    parts.append("<h2>Learned features</h2>")
+    if run.file("features.png").is_file():
+        parts.append(_figure(run.file("features.png"), "first-layer weights of each unit (mid-grey: 0)"))
+    else:
+        parts.append('<p class="note">no features.png (not an image data set)</p>')
+
+    parts.append("<h2>Feature density</h2>")
+    density, how = _density_picture(run, tmp, held)
+    if density is not None:
+        parts.append(_figure(density, f"share of examples on which each code unit fires ({how})"))
+    else:
+        parts.append(f'<p class="note">{html.escape(how)}</p>')
+
+    parts.append("<h2>Feature browser</h2>")
+    parts.append(_feature_browser(held))
+    return parts
+
+
+def _table_sections(summary: dict[str, Any], metrics: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    """The summary, the metrics per epoch and the configuration, as tables."""
+    parts = ["<h2>Summary</h2>", _key_value_table(summary) if summary else '<p class="note">no summary.json</p>',
+             "<h2>Metrics per epoch</h2>", _metrics_table(metrics), "<h2>Configuration</h2>"]
+    for section, values in config.items():
+        parts.append(f"<h3>{html.escape(section)}</h3>")
+        parts.append(_key_value_table(values) if isinstance(values, dict) else _fmt(values))
+    return parts
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, data_dir: str | None = None,
+                 encode_alpha: float | None = None) -> Path:
     """Write the report of `run_dir` (default: RUN_DIR/report.html) atomically; returns its path.
 
     An existing file at the path is replaced only if it is a report (it names this writer)."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     check_replaceable(path)
-    text = render_report(run_dir, data_dir)
+    text = render_report(run_dir, data_dir, encode_alpha)
     check_replaceable(path)  # again: rendering takes seconds
     atomic_write_text(path, text)
     return path

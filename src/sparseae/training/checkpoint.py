@@ -5,7 +5,8 @@ the model's parameters and buffers, the optimizer's state, the running rho_hat
 estimates, the RNG states (the shuffle generator as it was when the epoch
 began, so the epoch's order can be drawn again), the epoch and step, and the
 epoch's running loss sums. Tensors go to a safetensors file, the rest to JSON;
-no pickle.
+no pickle. The rest of the loop's state is a function of the global step (the
+learning rate's decay, beta's warm-up) and is not saved.
 
 Written so that a kill at any moment leaves a usable checkpoint: the tensors
 go to a new file `checkpoint/<epoch>-<step>.safetensors` (atomically), then
@@ -31,8 +32,8 @@ from ..config import RunConfig
 from ..schema import build, in_file, param, show
 from ..errors import SparseAEError
 from ..objective import LossParts
-from ..run.files import atomic_write, atomic_write_text, write_bytes_synced
-from ..run.rundir import RunDir, check_tensors
+from ..run.files import atomic_write, atomic_write_text, to_json_text, write_bytes_synced
+from ..run.rundir import RunDir, check_tensors, check_trained_record, safetensors_metadata, trained_record
 
 FOLDER = "checkpoint"
 _TENSORS = re.compile(r"e\d{4,}-s\d{7,}\.safetensors")
@@ -96,14 +97,14 @@ class Checkpointer:
         tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
         self.check_folder()
         previous = self._named_tensors()
-        data = st_save(tensors)
+        data = st_save(tensors, metadata=trained_record(self.config))  # the settings trained with
         name = f"e{state.epoch:04d}-s{state.step:07d}.safetensors"
         atomic_write(self.dir / name, lambda tmp: write_bytes_synced(tmp, data))
         meta = {"tensors": name, "sha256": hashlib.sha256(data).hexdigest(), "epoch": state.epoch,
                 "step": state.step, "elapsed": state.elapsed, "reached": state.reached,
                 "finished": state.finished, "history": state.history,
                 "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}, "config": self.config}
-        atomic_write_text(self.dir / "state.json", json.dumps(meta, indent=1) + "\n")
+        atomic_write_text(self.dir / "state.json", to_json_text(meta, indent=1))
         # Clean up only what this checkpoint wrote: the tensors the previous state.json named, and
         # temp files of a killed write of ours (their names start with ours); nothing else, and never
         # through a symbolic link.
@@ -158,6 +159,7 @@ class Checkpointer:
             opt_state = _optimizer_tensors(t, optimizer)
         with in_file(self.dir / "state.json"):
             opt = _optimizer_meta(meta["optimizer"], optimizer, opt_state)
+        check_trained_record(self.run, safetensors_metadata(data), path)  # config.json edited since?
         with torch.no_grad():
             for k, v in _model_tensors(model).items():
                 v.copy_(t[f"model.{k}"])

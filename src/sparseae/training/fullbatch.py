@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..config import check_full_batch_model as check_model  # the rule is config.py's; this name stays
 from ..errors import SparseAEError
-from ..analysis.metrics import evaluate
+from ..objective.metrics import evaluate
 from ..model import SparseAutoencoder
 from ..objective import LossParts, Objective
 
@@ -111,19 +111,6 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
     bar = tqdm(total=cfg.max_iter, disable=not progress, unit="it", dynamic_ncols=True)
     t_start = time.perf_counter()
 
-    def measure(parts: LossParts, val: torch.Tensor) -> dict[str, Any]:
-        m = evaluate(model, val, cfg.dead_threshold)
-        r = {"iteration": state["iteration"], "evaluations": f.evaluations,
-             "train_loss": float(parts.total), "train_recon": float(parts.recon),
-             "train_sparsity": float(parts.sparsity), "train_decay": float(parts.decay),
-             "val_mse": m["mse"], "val_fvu": m["fvu"], "mean_activation": m["mean_activation"],
-             "dead_fraction": m["dead_fraction"], "l0": m["l0"], **model.firing_stats(),
-             "elapsed_seconds": time.perf_counter() - t_start}
-        if not np.isfinite(r["train_loss"]):
-            raise SparseAEError(f"full-batch {cfg.optimizer} diverged at iteration {r['iteration']} "
-                                f"(cost {r['train_loss']})")
-        return r
-
     def emit(r: dict[str, Any]) -> None:
         rows.append(r)
         if on_row is not None:
@@ -134,13 +121,41 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
         bar.update(1)
         if state["iteration"] % every or state["iteration"] == cfg.max_iter:
             return
-        r = measure(f.parts_at(theta), xv)
+        r = _measure(model, f, cfg, state["iteration"], f.parts_at(theta), xv, t_start)
         bar.set_postfix(cost=f"{r['train_loss']:.5f}", val_mse=f"{r['val_mse']:.4f}")
         if cfg.target_val_mse is not None and r["val_mse"] <= cfg.target_val_mse:
             state["reached"] = True
             raise StopIteration  # scipy >= 1.11 ends the minimisation cleanly; the final row follows
         emit(r)
 
+    try:
+        theta = _minimize(f, cfg, callback)
+    finally:
+        bar.close()
+    final = f.parts(theta)  # in float64: the cost exactly as minimised
+    model.to(dtype)
+    emit(_measure(model, f, cfg, state["iteration"], final, val_x, t_start))
+    return rows, state["reached"]
+
+
+def _measure(model: SparseAutoencoder, f: FlatObjective, cfg: TrainConfig, iteration: int, parts: LossParts,
+             val: torch.Tensor, t_start: float) -> dict[str, Any]:
+    """A metrics row at `iteration`: the training loss `parts` and the model's figures on `val`."""
+    m = evaluate(model, val, cfg.dead_threshold)
+    r = {"iteration": iteration, "evaluations": f.evaluations,
+         "train_loss": float(parts.total), "train_recon": float(parts.recon),
+         "train_sparsity": float(parts.sparsity), "train_decay": float(parts.decay),
+         "val_mse": m["mse"], "val_fvu": m["fvu"], "mean_activation": m["mean_activation"],
+         "dead_fraction": m["dead_fraction"], "l0": m["l0"], **model.firing_stats(),
+         "elapsed_seconds": time.perf_counter() - t_start}
+    if not np.isfinite(r["train_loss"]):
+        raise SparseAEError(f"full-batch {cfg.optimizer} diverged at iteration {r['iteration']} "
+                            f"(cost {r['train_loss']})")
+    return r
+
+
+def _minimize(f: FlatObjective, cfg: TrainConfig, callback: Callable[[np.ndarray], None]) -> np.ndarray:
+    """scipy's minimisation of `f` from its current parameters with `cfg`'s method, threads and limits."""
     options: dict[str, Any] = {"maxiter": cfg.max_iter}
     if cfg.optimizer == "lbfgs":
         options["maxfun"] = 20 * cfg.max_iter  # line-search evaluations are not the limit, iterations are
@@ -154,8 +169,4 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
                                          callback=callback, options=options)
     finally:
         torch.set_num_threads(threads)
-        bar.close()
-    final = f.parts(result.x)  # in float64: the cost exactly as minimised
-    model.to(dtype)
-    emit(measure(final, val_x))
-    return rows, state["reached"]
+    return result.x

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from ..analysis.metrics import evaluate
-from ..config import TrainConfig, fill_family_defaults
+from ..objective.metrics import evaluate
+from ..config import TrainConfig
 from ..data.batches import BatchSource, TensorBatches
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
@@ -49,86 +49,133 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
         collectives: Collectives = ONE_PROCESS) -> tuple[list[dict[str, Any]], bool]:
     """Train `model` in place; returns (per-epoch rows, whether target_val_mse was reached).
 
-    `train_x`: a tensor on the device, or a batch source (data.batches), e.g. a file
-    streamed in chunks; `val_x`: a tensor or an iterable of row chunks.
+    `train_x`: a batch source (data.batches), e.g. a file streamed in chunks, or a tensor on the
+    device; `val_x`: a tensor or an iterable of row chunks.
     `checkpoint` saves the loop's state every `cfg.checkpoint_every` steps and after
     each epoch; `resume` continues from the saved state. `collectives`: this process's
     share of a data-parallel run (training/distributed.py); the identity by default.
     """
-    if cfg.lr is None or cfg.lr_decay is None:  # not through RunConfig.validate: the family-free values
-        cfg = replace(cfg)
-        fill_family_defaults(None, None, "", cfg)
+    if cfg.lr is None or cfg.lr_decay is None:  # settings are filled in once, by config.resolve
+        raise SparseAEError("fit needs a resolved TrainConfig (lr and lr_decay set): config.resolve(run_config)"
+                            ".train, or TrainConfig(...).resolved() for the loop on its own")
     batches = TensorBatches(train_x, cfg.batch_size) if torch.is_tensor(train_x) else train_x
-    device = next(model.parameters()).device
-    params = list(model.parameters())
-    optimizer = make_optimizer(params, cfg, device)
-    if cfg.cuda_graph and device.type == "cuda":
-        for group in optimizer.param_groups:
-            group["capturable"] = True  # optimizer state on the device: the step can be recorded
-            if cfg.lr_decay:  # a recorded step reads the rate from this tensor, set before each replay
-                group["lr"] = torch.tensor(cfg.lr, device=device)
-    forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, device, collectives)
+    loop = _Loop(model, objective, batches, val_x, cfg, on_epoch, checkpoint, collectives)
+    state = checkpoint.load(model, loop.optimizer, objective) if resume else LoopState()
+    loop.run(state, progress)
+    return state.history, state.reached
 
-    def step(xb: torch.Tensor, sums: torch.Tensor) -> None:
-        parts = forward_loss(xb)
-        optimizer.zero_grad(set_to_none=True)
+
+class _Loop:
+    """The minibatch loop in named steps: the optimizer and the step (set up once), one epoch, the end
+    of an epoch. Every piece of its state is a function of the global step (the learning rate, beta's
+    warm-up) or is in the checkpoint (LoopState, the model's buffers, the optimizer, rho_hat)."""
+
+    def __init__(self, model: SparseAutoencoder, objective: Objective, batches: BatchSource,
+                 val_x: torch.Tensor | Iterable[torch.Tensor], cfg: TrainConfig,
+                 on_epoch: Callable[[dict[str, Any]], None] | None, checkpoint: Checkpointer | None,
+                 collectives: Collectives):
+        self.model, self.objective, self.batches, self.val_x, self.cfg = model, objective, batches, val_x, cfg
+        self.on_epoch, self.checkpoint, self.collectives = on_epoch, checkpoint, collectives
+        self.device = next(model.parameters()).device
+        self.params = list(model.parameters())
+        self.optimizer = self._optimizer()
+        self.forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, self.device,
+                                               collectives)
+        self.graph = accel.GraphStep(self._step, model, self.optimizer, cfg.batch_size) if cfg.cuda_graph else None
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.steps = batches.steps()
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # no .item() per step
+        self.t_start = time.perf_counter()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg, device = self.cfg, self.device
+        optimizer = make_optimizer(self.params, cfg, device)
+        if cfg.cuda_graph and device.type == "cuda":
+            for group in optimizer.param_groups:
+                group["capturable"] = True  # optimizer state on the device: the step can be recorded
+                if cfg.lr_decay:  # a recorded step reads the rate from this tensor, set before each replay
+                    group["lr"] = torch.tensor(cfg.lr, device=device)
+        return optimizer
+
+    def _step(self, xb: torch.Tensor, sums: torch.Tensor) -> None:
+        parts = self.forward_loss(xb)
+        self.optimizer.zero_grad(set_to_none=True)
         # data-parallel: weighted by this process's share of the batch, gradients summed
-        (parts.total * collectives.loss_weight(xb.shape[0])).backward()
-        collectives.all_reduce_grads(params)
-        model.before_step()  # e.g. drop gradient parallel to unit-norm decoder columns
-        optimizer.step()
-        model.after_step()  # e.g. renormalise decoder columns
+        (parts.total * self.collectives.loss_weight(xb.shape[0])).backward()
+        self.collectives.all_reduce_grads(self.params)
+        self.model.before_step()  # e.g. drop gradient parallel to unit-norm decoder columns
+        self.optimizer.step()
+        self.model.after_step()  # e.g. renormalise decoder columns
         sums += torch.stack([p.detach() for p in parts]).double() * xb.shape[0]
 
-    run_step = accel.GraphStep(step, model, optimizer, cfg.batch_size) if cfg.cuda_graph else step
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    state = checkpoint.load(model, optimizer, objective) if resume else LoopState()
-    n, steps = batches.num_rows, batches.steps()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # no .item() per step
-    history = state.history
-    bar = tqdm(total=cfg.epochs * steps, initial=(state.epoch - 1) * steps + state.step,
-               disable=not progress, unit="step", dynamic_ncols=True)
-    model.train()
-    t_start = time.perf_counter() - state.elapsed
-    for epoch in range(state.epoch, cfg.epochs + 1):
-        if state.finished:
-            break
-        t0 = time.perf_counter()
+    def run(self, state: LoopState, progress: bool) -> None:
+        """Train from `state` (a fresh one, or a checkpoint's) to the last epoch or the target."""
+        self.bar = tqdm(total=self.cfg.epochs * self.steps, initial=(state.epoch - 1) * self.steps + state.step,
+                        disable=not progress, unit="step", dynamic_ncols=True)
+        self.model.train()
+        self.t_start = time.perf_counter() - state.elapsed
+        for epoch in range(state.epoch, self.cfg.epochs + 1):
+            if state.finished:
+                break
+            t0 = time.perf_counter()
+            self._epoch(epoch, state)
+            if self._end_of_epoch(epoch, state, t0):
+                break
+        self.bar.close()
+        self.objective.step = None  # used outside the loop: the full beta
+
+    def _epoch(self, epoch: int, state: LoopState) -> None:
+        """The epoch's steps from `state.step` on, with a checkpoint every `checkpoint_every` steps."""
+        every = self.cfg.checkpoint_every
         if state.step == 0:
-            state.epoch_rng = shuffle.get_state()
-            sums.zero_()
+            state.epoch_rng = self.shuffle.get_state()
+            self.sums.zero_()
         else:  # resumed mid-epoch: draw the epoch's order again and skip the steps done
-            shuffle.set_state(state.epoch_rng)
-            sums.copy_(state.sums / collectives.world)  # the saved sums are the global ones
-        state.epoch, state.sums = epoch, sums
-        for xb in batches.epoch(shuffle, state.step):
-            if cfg.lr_decay:
-                set_lr(optimizer, cfg.lr * decay_factor((epoch - 1) * steps + state.step, cfg.epochs * steps,
-                                                        cfg.lr_decay))
-            run_step(collectives.shard(xb), sums)
+            self.shuffle.set_state(state.epoch_rng)
+            self.sums.copy_(state.sums / self.collectives.world)  # the saved sums are the global ones
+        state.epoch, state.sums = epoch, self.sums
+        for xb in self.batches.epoch(self.shuffle, state.step):
+            self._train_step(xb, (epoch - 1) * self.steps + state.step)
             state.step += 1
-            bar.update(1)
-            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
-                state.elapsed = time.perf_counter() - t_start
-                _save_checkpoint(checkpoint, model, optimizer, objective, state, collectives)
-        collectives.sum_(sums)
-        row = _epoch_row(epoch, (sums / n).tolist(), evaluate(model, val_x, cfg.dead_threshold), model,
-                         time.perf_counter() - t0, time.perf_counter() - t_start)
-        history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_mse=f"{row['val_mse']:.4f}",
-                        act=f"{row['mean_activation']:.3f}")
-        _check_finite(model, row, bar)
-        if on_epoch is not None:
-            on_epoch(row)
+            self.bar.update(1)
+            if every and state.step % every == 0 and state.step < self.steps:
+                state.elapsed = time.perf_counter() - self.t_start
+                self._save(state)
+
+    def _train_step(self, xb: torch.Tensor, step: int) -> None:
+        """One optimizer step at the global `step` (0-based), with that step's learning rate and beta."""
+        cfg = self.cfg
+        if cfg.lr_decay:
+            set_lr(self.optimizer, cfg.lr * decay_factor(step, cfg.epochs * self.steps, cfg.lr_decay))
+        self.objective.step = step
+        # beta changes at every step of its warm-up, and a recorded step keeps the beta it was recorded with
+        warming_up = step < (self.objective.sparsity.beta_warmup or 0)
+        run_step = self._step if self.graph is None or warming_up else self.graph
+        run_step(self.collectives.shard(xb), self.sums)
+
+    def _end_of_epoch(self, epoch: int, state: LoopState, t0: float) -> bool:
+        """The epoch's metrics row (history, progress bar, `on_epoch`), the stopping rule and a checkpoint;
+        returns whether target_val_mse was reached."""
+        cfg = self.cfg
+        self.collectives.sum_(self.sums)
+        row = _epoch_row(epoch, (self.sums / self.batches.num_rows).tolist(),
+                         evaluate(self.model, self.val_x, cfg.dead_threshold), self.model,
+                         time.perf_counter() - t0, time.perf_counter() - self.t_start)
+        state.history.append(row)
+        self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_mse=f"{row['val_mse']:.4f}",
+                             act=f"{row['mean_activation']:.3f}")
+        _check_finite(self.model, row, self.bar)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
         reached = cfg.target_val_mse is not None and row["val_mse"] <= cfg.target_val_mse
-        reached = collectives.agree(reached)  # every process stops at the same epoch
+        reached = self.collectives.agree(reached)  # every process stops at the same epoch
         state.epoch, state.step, state.reached = epoch + 1, 0, reached
-        state.finished, state.elapsed = reached or epoch == cfg.epochs, time.perf_counter() - t_start
-        _save_checkpoint(checkpoint, model, optimizer, objective, state, collectives)
-        if reached:
-            break
-    bar.close()
-    return history, state.reached
+        state.finished, state.elapsed = reached or epoch == cfg.epochs, time.perf_counter() - self.t_start
+        self._save(state)
+        return reached
+
+    def _save(self, state: LoopState) -> None:
+        _save_checkpoint(self.checkpoint, self.model, self.optimizer, self.objective, state, self.collectives)
 
 
 def decay_factor(step: int, total: int, share: float) -> float:

@@ -7,21 +7,24 @@
 4. fitting: the minibatch loop (loop.py) or a full-batch optimizer (fullbatch.py),
    with `EpochArtifacts` writing metrics, weights and pictures after each epoch;
 5. `finish`: the final pictures and summary.json.
-The configuration is completed in place (input size, image shape, and the TopK code layer
-that `penalty topk` implies), so the caller sees what was trained.
+The run trains with the resolved configuration (`config.resolve`: every unset setting filled in
+by the sparsity family), completed with the data's input size and image shape; `TrainResult.config`
+holds it, and config.json records it. The caller's configuration is left as it is.
 """
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..analysis.metrics import never_fired_fraction, unit_firing_frequency
-from ..config import FULL_BATCH_OPTIMIZERS, RunConfig
+from ..objective.metrics import never_fired_fraction, unit_firing_frequency
+from ..config import FULL_BATCH_OPTIMIZERS, RunConfig, resolve
 from ..data import DataSource, load_dataset
+from ..data.batches import BatchSource
 from ..data.dataset import first_rows, select_classes
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
@@ -69,18 +72,18 @@ def prepare_data(config: RunConfig, dataset: DataSource | None, resume: bool) ->
     return dataset
 
 
-def build_model(config: RunConfig, train_x: torch.Tensor | Any, data: DataSource, device: torch.device,
+def build_model(config: RunConfig, train: BatchSource, data: DataSource, device: torch.device,
                 model: SparseAutoencoder | None = None) -> SparseAutoencoder:
-    """A new model (seeded initialisation, input transform fitted on the training rows, or taken from a
-    streamed file's statistics), or `model` moved to `device` as it is."""
+    """A new model (seeded initialisation, input transform fitted on the training rows held in memory, or
+    taken from a streamed file's statistics), or `model` moved to `device` as it is."""
     if model is not None:
         return model.to(device)
     tc = config.train
     model = SparseAutoencoder(config.model)
     model.initialize(tc.init, torch.Generator().manual_seed(tc.seed))
     model = model.to(device)
-    if torch.is_tensor(train_x):
-        model.input_transform.fit(train_x)
+    if train.tensor is not None:
+        model.input_transform.fit(train.tensor)
     elif data.statistics is not None and model.input_transform.kind != "none":
         st = data.statistics
         model.input_transform.set_statistics(torch.from_numpy(st.mean), torch.from_numpy(st.std),
@@ -113,11 +116,12 @@ class EpochArtifacts:
     reconstructions and the loss plot, in the run folder; with `tensorboard` (a folder), the same
     numbers and pictures as TensorBoard events there (run/tensorboard.py)."""
 
-    def __init__(self, run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, history: list,
-                 tensorboard: str | Path | None = None):
+    def __init__(self, run: RunDir, config: RunConfig, model: SparseAutoencoder, data: DataSource, val_x,
+                 history: list, tensorboard: str | Path | None = None):
         from ..run.tensorboard import TensorBoardLog
 
         self.run, self.model, self.data, self.history = run, model, data, history
+        self.config = config  # recorded with the weights: what they were trained with
         self.shown = first_rows(val_x, N_RECON) if data.image_shape else None
         self.tensorboard = TensorBoardLog(tensorboard) if tensorboard is not None else None
 
@@ -126,7 +130,7 @@ class EpochArtifacts:
 
         self.history.append(row)
         self.run.write_metrics(self.history)
-        self.run.save_model(self.model)
+        self.run.save_model(self.model, self.config)
         shown = rec = None
         if self.shown is not None:
             # In eval mode, as the model will be used (BatchTopK's threshold, TopK's alpha*k), and back
@@ -180,16 +184,10 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource 
     plan = check_run(config, out, dataset, resume, if_exists)
     if resume and (done := finished_run(RunDir(out), config)) is not None:
         return done  # nothing to resume: the run's files stay as they are
-    try:
+    with plan.output if plan.output is not None else nullcontext():  # a failed run: a replaced folder stays
         result = _train(plan, progress, model, tensorboard)
-    except BaseException:
-        if plan.output is not None:
-            plan.output.discard()  # a replaced folder stays as it was
-        raise
-    if plan.output is not None:
-        plan.output.commit()
-        if result.run_dir is not None:
-            result.run_dir = RunDir(plan.output.final)
+    if plan.output is not None and result.run_dir is not None:
+        result.run_dir = RunDir(plan.output.final)
     return result
 
 
@@ -226,8 +224,9 @@ class RunPlan:
 def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSource | None = None,
               resume: bool = False, if_exists: str = "refuse") -> RunPlan:
     """Every check `train` makes before its first write: the settings, the checkpoint to resume, the
-    device, the data (loaded, every value finite), the output folder. Raises SparseAEError."""
-    config.validate()
+    device, the data (loaded, every value finite), the output folder. Raises SparseAEError. The plan holds
+    the configuration as it will be trained (`config.resolve`); `config` itself is left as it is."""
+    config = resolve(config)
     if resume:
         if out is None:
             raise SparseAEError("resume needs the run folder to continue")
@@ -252,21 +251,21 @@ def _train(plan: RunPlan, progress: bool, model: SparseAutoencoder | None,
     full_batch = tc.optimizer in FULL_BATCH_OPTIMIZERS
     accel.set_matmul_precision(tc.precision, device)
     torch.manual_seed(tc.seed)
-    train_x = data.training(device, tc.batch_size, tc.limit_train)
+    train = data.training(device, tc.batch_size, tc.limit_train)
     val_x = data.validation(device)
-    model = build_model(config, train_x, data, device, model)
+    model = build_model(config, train, data, device, model)
     collectives.broadcast_([*model.parameters(), *model.buffers()])  # every process starts equal
 
     run, checkpoint = prepare_run_folder(out, output, config, resume, collectives)
     history: list[dict[str, Any]] = list(checkpoint.read_meta()["history"]) if resume else []
-    on_epoch = EpochArtifacts(run, model, data, val_x, history, tensorboard) \
+    on_epoch = EpochArtifacts(run, config, model, data, val_x, history, tensorboard) \
         if run is not None and collectives.is_main else None
     objective = Objective(config.sparsity, tc.recon, collectives)
     t0 = time.perf_counter()
     if full_batch:
-        rows, reached = fit_full_batch(model, objective, train_x, val_x, tc, on_epoch, progress)
+        rows, reached = fit_full_batch(model, objective, train.tensor, val_x, tc, on_epoch, progress)
     else:
-        rows, reached = fit(model, objective, train_x, val_x, tc, on_epoch, progress and collectives.is_main,
+        rows, reached = fit(model, objective, train, val_x, tc, on_epoch, progress and collectives.is_main,
                             checkpoint, resume, collectives)
     seconds = time.perf_counter() - t0
     summary = {**({} if "iteration" in rows[-1] else {"epochs": len(rows)}), "seconds": seconds,

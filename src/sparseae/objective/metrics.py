@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import SparseAEError
 from ..model import SparseAutoencoder
+
+
+def require_finite_weights(model: SparseAutoencoder) -> None:
+    """Refuse a model with a NaN or infinite parameter (a diverged run): its metrics would be NaN, or
+    0 where a NaN never fires, which reads as a sparse model."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise SparseAEError(f"the model's weights are not finite ({name} holds NaN or infinity)")
 
 
 @torch.no_grad()

@@ -1,0 +1,163 @@
+"""The sparsity families: one record each, the one place a family's name and knowledge live.
+
+A family says how a code is made sparse (a penalty term, or a selection in the code layer), which
+settings it brings for whatever the user leaves unset (its best measured recipe:
+docs/sparsity_families.md has the commands and numbers), the setting a sweep varies, the flag that
+sweep takes, its extra rules and its help. Everything else is derived from FAMILIES: config.py's
+choices and `resolve`, the objective's term, the sweep's families and the CLI's grid flags. Adding a
+family = one `Family` record here (plus its term in objective/objective.py if it adds a penalty) and
+its tests; docs/architecture.md shows a worked example.
+
+No torch here: the schema layer (config.py) and `sparseae --help` read this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import SparseAEError
+
+# The family names, and the code layers (model.topk) that share four of them.
+KL, L1, NONE, TOPK, BATCHTOPK, JUMPRELU, MATRYOSHKA = (
+    "kl", "l1", "none", "topk", "batchtopk", "jumprelu", "matryoshka")
+CODE_LAYERS = (NONE, TOPK, BATCHTOPK, JUMPRELU)
+# Activations whose values lie in (0, 1): the only ones a KL penalty is defined on.
+BOUNDED_ACTIVATIONS = ("sigmoid",)
+K_CODES = (TOPK, BATCHTOPK)  # code layers that keep k units per example (AuxK, sparse kernels, model.k)
+
+# What a setting takes when neither the user nor the family sets it: sparsity off, Ng's sigmoid model.
+OFF: dict[str, dict[str, Any]] = {
+    "model": {"activation": "sigmoid", "output_activation": "sigmoid", "unit_norm_decoder": False,
+              "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0},
+    "sparsity": {"beta": 0.0, "auxk": False, "decoder_norm_l1": False, "beta_warmup": 0},
+    "train": {"recon": "mse", "lr": 1e-3, "lr_decay": 0.0},
+}
+
+
+def topk_lr(model: Any) -> float:
+    """The TopK families' learning rate for the code's width: 1.5e-3 up to 1,024 latents, then falling as
+    1 / sqrt(latents) (the rule of OpenAI's and EleutherAI's SAEs). 1.5e-3 with the last fifth of the steps
+    decaying to 0 took 1024 latents, k 32, 5 epochs from FVU 0.0942 to 0.0888, none dead; 2e-3 left 4-13%
+    dead there, and 1.5e-3 left 34% of a 4096-latent code (k 64) dead (docs/sparsity_families.md)."""
+    return 1.5e-3 * min(1.0, (1024 / model.hidden[-1]) ** 0.5)
+
+
+def _check_kl(model: Any, sparsity: Any) -> None:
+    acts, n = model.layer_activations(), len(model.hidden)
+    for i in sparsity.layers:
+        if acts[i] not in BOUNDED_ACTIVATIONS:
+            raise SparseAEError(
+                f"the KL penalty needs activations in (0, 1) but layer {i % n} uses '{acts[i]}'; "
+                "set model.activation (or model.code_activation) to 'sigmoid', or penalty to 'l1'")
+
+
+def _check_jumprelu(model: Any, sparsity: Any) -> None:
+    if model.topk != JUMPRELU:
+        raise SparseAEError(f"penalty 'jumprelu' needs model.topk 'jumprelu'; got '{model.topk}'")
+
+
+def _check_matryoshka(model: Any, sparsity: Any) -> None:
+    if model.topk not in K_CODES or not model.one_layer() or model.tied:
+        raise SparseAEError("penalty 'matryoshka' needs a one-layer, untied topk or batchtopk model")
+    if model.output_activation != "linear":
+        raise SparseAEError("penalty 'matryoshka' needs model.output_activation 'linear' (a prefix's "
+                            "reconstruction is a partial sum of decoder columns)")
+    bad = [p for p in sparsity.prefixes or [] if p >= model.hidden[-1]]
+    if bad:
+        raise SparseAEError(f"sparsity.prefixes must be smaller than the code size {model.hidden[-1]}; "
+                            f"got {','.join(map(str, sparsity.prefixes))}")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One sparsity family (the value of sparsity.penalty)."""
+
+    name: str
+    help: str
+    code: str = NONE
+    """The code layer the family implies when model.topk is 'none' (`--penalty topk --k K`)."""
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """section -> setting -> value (or a function of the ModelConfig, e.g. lr by width) for every model."""
+    one_layer: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Further defaults for one hidden layer without decoder layers (the modern SAE shape); a deep or
+    stacked model keeps its plain decoder."""
+    term: str | None = None
+    """Its penalty on the code (objective.PENALTY_TERMS), times beta; None: sparse by construction."""
+    reconstruction: str | None = None
+    """A reconstruction loss of its own (objective.RECONSTRUCTIONS); None: the configured one."""
+    swept: str | None = None
+    """What a sweep varies: 'k' or 'beta' (None: not in sweeps)."""
+    sweep_flag: str | None = None
+    """The sweep command's grid flag for this family."""
+    check: Callable[[Any, Any], None] | None = None
+    """Its own rules on (model, sparsity), after the settings' checks."""
+
+
+# The modern TopK SAE (Gao et al. 2024; EleutherAI sparsify): ReLU after the selection, linear output,
+# unit-norm decoder columns with the parallel gradient removed, encoder starting as the decoder's
+# transpose, b_dec starting at the data mean and subtracted before the encoder, AuxK on, the batch's
+# FVU as the loss, lr by width falling linearly to 0 over the last fifth of the steps.
+_MODERN = {"model": {"activation": "relu", "output_activation": "linear"},
+           "train": {"recon": "fvu", "lr": topk_lr, "lr_decay": 0.2}}
+_MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean",
+                               "dead_window": 2000},
+                     "sparsity": {"auxk": True}}
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (the tutorial's 0.001 leaves a
+    # 256-unit sigmoid code at a mean activation of 0.072 for rho 0.05 after 10 epochs, 0.003 brings it to 0.058).
+    Family(KL, "Bernoulli KL of each unit's mean activation to a target rate rho (Ng)",
+           defaults={"sparsity": {"beta": 0.003}}, term="kl_divergence", swept="beta", sweep_flag="--kl-beta",
+           check=_check_kl),
+    # Anthropic's April 2024 update: ReLU, linear output, L1 of each |h_j| times its decoder column's norm (no
+    # unit-norm constraint), beta warmed up from 0; b_dec at the data mean and subtracted (not subtracted,
+    # 53-58% of the units never fired on non-negative pixels). 256 units, 3 epochs, beta 3e-4: L0 66.6, FVU /
+    # PCA's at that L0 1.014 with lr 1e-3; 0.845 with 3e-3.
+    Family(L1, "L1 of the code (ReLU units), each unit weighted by its decoder column's norm",
+           defaults={"model": {"activation": "relu", "output_activation": "linear"},
+                     "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": 200},
+                     "train": {"lr": 3e-3}},
+           one_layer={"model": {"pre_bias": True, "bias_init": "mean"}},
+           term="abs_sum", swept="beta", sweep_flag="--l1-beta"),
+    Family(NONE, "no sparsity: the plain autoencoder"),
+    Family(TOPK, "the k largest units of each example (no penalty term)", code=TOPK, defaults=_MODERN,
+           one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--k-grid"),
+    Family(BATCHTOPK, "the k * batch largest units of the batch, a learned threshold at inference",
+           code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--batchtopk-grid"),
+    # Rajamanoharan et al. 2024: thresholds learned through a straight-through estimator, L0 penalty. beta
+    # 1e-3: L0 42.5, ratio to PCA 0.757 with lr 1e-3; L0 33.1, 0.633 with 3e-3 (256 units).
+    Family(JUMPRELU, "an L0 penalty on a code with learned per-unit thresholds", code=JUMPRELU,
+           defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
+                               "jumprelu_bandwidth": 0.05},
+                     "sparsity": {"beta": 1e-3, "beta_warmup": 200},
+                     "train": {"recon": "fvu", "lr": 3e-3}},
+           one_layer={"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean"}},
+           term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu),
+    Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
+           code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
+           swept="k", sweep_flag="--matryoshka-grid", check=_check_matryoshka),
+)}
+NAMES = tuple(FAMILIES)
+SWEPT = {name: f.swept for name, f in FAMILIES.items() if f.swept}  # family -> the setting a sweep varies
+
+
+def family_of(model: Any, sparsity: Any) -> Family:
+    """The family whose defaults a run takes: its penalty's; for a penalty without a code layer of its own
+    ('none', or the old spelling '--topk batchtopk --penalty topk') the family named like the model's code
+    layer. A model on its own (`sparsity` None) takes its code layer's."""
+    penalty = NONE if sparsity is None else sparsity.penalty
+    code = model.topk if model is not None else NONE
+    if penalty in (NONE, TOPK) and code in FAMILIES and code != NONE:
+        return FAMILIES[code]
+    return FAMILIES[penalty]
+
+
+def fill_defaults(family: Family, model: Any, sections: dict[str, Any]) -> None:
+    """Set every unset (None) setting of the dataclasses in `sections` (section name -> config) to
+    `family`'s default, then OFF's. Values given as functions are of the (resolved so far) model."""
+    layers = [family.defaults, family.one_layer if model is not None and model.one_layer() else {}, OFF]
+    for section, obj in sections.items():
+        for values in (layer.get(section, {}) for layer in layers):
+            for name, value in values.items():
+                if getattr(obj, name) is None:
+                    setattr(obj, name, value(model) if callable(value) else value)
