@@ -33,8 +33,10 @@ def test_eval_of_a_finished_run_gives_the_old_metrics(expected, capsys):
 def test_load_run_reads_old_folders(expected, name, hidden, topk):
     model = load_run(name)
     assert model.config.hidden == hidden and model.config.topk == topk and not model.training
-    # the stricter schema reads the old files as they are: no value changed, none added
+    # the stricter schema reads the old files as they are: no value changed, none added; a removed setting
+    # (train.dead_threshold, a threshold on raw activations) is dropped
     saved = json.loads(Path(name, "config.json").read_text())
+    assert saved["train"].pop("dead_threshold") == 0.001
     assert RunDir(name).read_config().to_dict() == saved
     meta = Checkpointer(RunDir(name)).read_meta()
     assert len(meta["history"]) == meta["epoch"] - 1

@@ -92,7 +92,7 @@ def test_encode_alpha_below_one_is_refused():
 # --- a sweep point is the model `train` builds ----------------------------------------------------
 
 SWEEP_VALUES = {families.TOPK: 4, families.BATCHTOPK: 4, families.MATRYOSHKA: 8, families.KL: 0.01,
-                families.L1: 1e-3, families.JUMPRELU: 1e-3}
+                families.L1: 1e-3, families.JUMPRELU: 1e-3, families.MP: 4}
 COMMON = ["--hidden", "16", "--epochs", "1", "--batch-size", "50", "--seed", "3", "--quiet"]
 
 

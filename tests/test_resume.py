@@ -188,9 +188,13 @@ FAMILY_ARGS = {
     "kl-running": ["--penalty", "kl", "--rho-hat", "running"],
     "l1": ["--penalty", "l1"],
     "jumprelu": ["--penalty", "jumprelu"],
+    # a stated L0: beta adapted at every step after a 3-step warm-up, its state in the checkpoint
+    "l1-l0": ["--penalty", "l1", "--l0", "3", "--beta-warmup", "3"],
+    "jumprelu-l0": ["--penalty", "jumprelu", "--l0", "3", "--beta-warmup", "3"],
     "topk": ["--penalty", "topk", "--k", "4"],
     "batchtopk": ["--penalty", "batchtopk", "--k", "4"],
     "matryoshka": ["--penalty", "matryoshka", "--k", "4", "--prefixes", "8,16"],
+    "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
 }
 SMALL = ["--dataset", "array", "--hidden", "32", "--epochs", "3", "--batch-size", "128", "--checkpoint-every",
@@ -198,7 +202,8 @@ SMALL = ["--dataset", "array", "--hidden", "32", "--epochs", "3", "--batch-size"
 # kill after global step 7: resumed from step 5, inside l1's and jumprelu's beta warm-up (200 steps);
 # after step 42: resumed from step 40 (epoch 3, step 10), inside the TopK families' lr decay (steps 36-44).
 WARMUP, DECAY = 7, 42
-CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("topk", "batchtopk", "matryoshka")]
+CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("topk", "batchtopk", "matryoshka", "mp",
+                                                                             "l1-l0", "jumprelu-l0")]
 
 
 @pytest.fixture(scope="module")

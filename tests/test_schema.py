@@ -41,7 +41,7 @@ def test_int_is_a_float_and_comes_back_as_one():
 
 
 @pytest.mark.parametrize("section, name", [("train", "lr"), ("train", "momentum"), ("sparsity", "beta"),
-                                           ("model", "zca_epsilon"), ("train", "dead_threshold")])
+                                           ("model", "zca_epsilon"), ("sparsity", "target_l0")])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_floats_are_refused(section, name, bad):
     with pytest.raises(SparseAEError, match=f"{section}.{name} must be a finite number; got {bad}"):
@@ -87,7 +87,7 @@ def test_generic_build_of_any_dataclass():
     ("train", {"image_downsample": 0}, "train.image_downsample must be in [1, 64]"),
     ("train", {"image_downsample": 1000}, "train.image_downsample must be in [1, 64]"),
     ("train", {"patch_size": 5000}, "train.patch_size must be in [1, 1024]"),
-    ("train", {"dead_threshold": -0.1}, "train.dead_threshold must be >= 0"),
+    ("sparsity", {"target_l0": -0.1}, "sparsity.target_l0 must be positive; got -0.1"),
     ("model", {"zca_epsilon": -0.1}, "model.zca_epsilon must be positive; got -0.1"),
     ("model", {"input_dim": 0}, "model.input_dim must be positive; got 0"),
     ("model", {"hidden": [8, 0]}, "model.hidden entries must be positive; got [8, 0]"),

@@ -13,6 +13,7 @@ methods hold the rules that tie fields together); `validate()` checks what
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,10 +48,13 @@ MAX_PARAMETERS = 2**31
 # written before them lacks them and was trained without them: from_dict reads a missing one as that
 # value, and to_dict leaves it out while it has it, so an old config.json reads back as it is.
 ADDED_LATER: dict[str, dict[str, Any]] = {
-    "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None},
-    "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None},
+    "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False},
+    "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None},
     "train": {"lr_decay": 0.0},
 }
+# Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
+# threshold on mean raw activations; a dead unit is now one that never fires (objective/metrics.py).
+REMOVED: dict[str, tuple[str, ...]] = {"train": ("dead_threshold",)}
 
 
 # --- the settings --------------------------------------------------------------------------------
@@ -79,6 +83,12 @@ class ModelConfig:
     """Shape of one input as an image (e.g. [28, 28]), for pictures; None if not images."""
     input_transform: str = param("none", choices=INPUT_TRANSFORMS)
     """Transform fitted on the training data and stored with the model: none, standardize or zca."""
+    input_scale: bool | None = None
+    """Also multiply the (transformed) inputs by one number fitted on the training rows, stored with the model
+    and undone on output, so that their mean squared distance to their mean is input_dim * 0.3^2
+    (FashionMNIST's spread, where the defaults were tuned): a penalty weight then means the same on any data
+    (model/transforms.py). Default: yes for the l1, jumprelu, topk, batchtopk and matryoshka families on any
+    data but fashion-mnist (there the factor would be 0.98, and the recipes are measured without it)."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
     topk: str = param(families.NONE, choices=TOPK_MODES)
@@ -208,6 +218,10 @@ class SparsityConfig:
     shrinking codes and growing columns; default: yes for penalty l1 (ignored by the others)."""
     beta_warmup: int | None = param(None, ge=0)
     """Training steps over which beta rises linearly from 0 (L1, JumpReLU); default: the family's."""
+    target_l0: float | None = param(None, gt=0)
+    """L1, JumpReLU: the code's L0 (firing units per example) to reach: beta starts at its value and is adapted
+    at every step after the warm-up, multiplied by (batch L0 / target)^0.02 (objective/objective.py), so
+    a run asks for a sparsity instead of a weight whose meaning depends on the data."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2."""
@@ -231,6 +245,14 @@ class SparsityConfig:
             if model.topk not in K_CODES:
                 raise SparseAEError("sparsity.auxk needs a topk or batchtopk model (model.topk, or penalty 'topk', "
                                     "with model.k)")
+        if self.target_l0 is not None:
+            if not families.FAMILIES[self.penalty].adapts_beta:
+                names = ", ".join(n for n, f in families.FAMILIES.items() if f.adapts_beta)
+                raise SparseAEError(f"sparsity.target_l0 adapts a penalty's beta ({names}); penalty "
+                                    f"'{self.penalty}' has none to adapt: its sparsity is set by k or rho")
+            if self.target_l0 >= model.hidden[-1]:
+                raise SparseAEError(f"sparsity.target_l0 must be below the code size {model.hidden[-1]}; "
+                                    f"got {self.target_l0:g}")
         check = families.FAMILIES[self.penalty].check
         if check is not None:
             check(model, self)
@@ -251,8 +273,9 @@ class TrainConfig:
     """Where the data files are (default: search the usual places)."""
     epochs: int = param(10, gt=0)
     """Number of passes over the training data."""
-    batch_size: int = param(256, gt=0)
-    """Examples per step."""
+    batch_size: int | None = param(None, gt=0)
+    """Examples per step; default 256, or for fewer than 8,192 training rows the power of two that gives an
+    epoch 32 steps (at least 8): 500 rows at 256 make 2 steps an epoch, too few for any recipe."""
     lr: float | None = param(None, gt=0)
     """Learning rate; default: the family's (topk, batchtopk and matryoshka: 1.5e-3 up to 1,024 latents, then
     1.5e-3 * sqrt(1024 / latents); l1 and jumprelu: 3e-3), else 1e-3."""
@@ -284,8 +307,6 @@ class TrainConfig:
     """Stop as soon as the validation MSE is at or below this value."""
     limit_train: int | None = param(None, gt=0)
     """Use only the first N training examples."""
-    dead_threshold: float = param(1e-3, ge=0)
-    """A unit whose mean activation is below this is counted as near-dead."""
     classes: list[int] | None = param(None, ge=0, nonempty=True)
     """Train only on examples of these labels (e.g. 5,6,7,8,9 for self-taught learning)."""
     # The photos are a few hundred pixels on a side: larger patches or blocks leave nothing to cut.
@@ -336,6 +357,7 @@ class TrainConfig:
         t = copy.deepcopy(self)
         check_fields(t, "train")
         fill_defaults(families.FAMILIES[families.NONE], None, {"train": t})
+        t.batch_size = batch_size_for(None) if t.batch_size is None else t.batch_size
         t.check()
         return t
 
@@ -403,15 +425,31 @@ class RunConfig:
             for section, values in ADDED_LATER.items():
                 if isinstance(d.get(section), dict):
                     d[section] = {**values, **d[section]}
-        return build(cls, d)
+        return build(cls, without_removed(d))
 
 
 
 
-def resolve(requested: RunConfig) -> RunConfig:
+def without_removed(d: Any) -> Any:
+    """A parsed config object less the settings of REMOVED (an older file's); anything else as it is."""
+    if not isinstance(d, dict):
+        return d
+    return {**d, **{section: {k: v for k, v in d[section].items() if k not in names}
+                    for section, names in REMOVED.items() if isinstance(d.get(section), dict)}}
+
+
+def batch_size_for(rows: int | None) -> int:
+    """The batch size of a run that sets none, for `rows` training rows (None: not known, a large set)."""
+    if rows is None or rows >= 32 * 256:
+        return 256
+    return max(8, 2 ** int(math.log2(max(rows // 32, 1))))
+
+
+def resolve(requested: RunConfig, rows: int | None = None) -> RunConfig:
     """The configuration a run trains with: a copy of `requested` with every unset (None) setting filled in
-    exactly once, by the sparsity family's record (families.py), then checked. Pure: `requested` is left
-    as it is. config.json records the result, so it says what was trained; an explicit value (flag, preset,
+    exactly once, by the sparsity family's record (families.py), then checked; the batch size from the
+    training `rows` when given (training/session.py knows them once the data is loaded). Pure: `requested` is
+    left as it is. config.json records the result, so it says what was trained; an explicit value (flag, preset,
     config.json, Python) always wins. train, sweep, stack, monitor and the Python API all come through here."""
     for section in ("model", "sparsity", "train"):  # types and ranges first: the family is looked up by name
         check_fields(getattr(requested, section), section)
@@ -423,7 +461,11 @@ def resolve(requested: RunConfig) -> RunConfig:
         s.beta_warmup = 0  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
     if s.auxk is None and m.topk_kernel == "sparse":
         s.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
+    if m.input_scale is None and t.dataset == "fashion-mnist":
+        m.input_scale = False  # the data the recipes were tuned on, at the scale they were tuned at
     fill_defaults(family_of(m, s), m, {"model": m, "sparsity": s, "train": t})
+    if t.batch_size is None:
+        t.batch_size = batch_size_for(rows)
     c.check()
     return c
 
@@ -451,6 +493,8 @@ def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: Sparsit
             reasons.append("model.topk 'batchtopk' (data-dependent selection size)")
         if sparsity.auxk:
             reasons.append("sparsity.auxk (counts dead units on the CPU)")
+        if sparsity.target_l0 is not None:
+            reasons.append("sparsity.target_l0 (beta changes at every step)")
         if model.bias_init == "mean":
             reasons.append("model.bias_init 'mean' (set from the first batch, which graph recording's warm-up "
                            "undoes; use bias_init 'default')")
@@ -460,6 +504,9 @@ def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: Sparsit
 
 def check_full_batch_model(model: ModelConfig, sparsity: SparsityConfig | None = None) -> None:
     """What a full-batch optimizer (training/fullbatch.py) cannot train."""
+    if sparsity is not None and sparsity.target_l0 is not None:
+        raise SparseAEError("sparsity.target_l0 adapts beta between minibatch steps; a full-batch optimizer "
+                            "needs one fixed cost: use optimizer 'adam' or 'sgd'")
     if sparsity is not None and sparsity.beta_warmup:
         raise SparseAEError("sparsity.beta_warmup counts minibatch steps; a full-batch optimizer needs one fixed "
                             "cost: set it to 0")

@@ -20,15 +20,17 @@ from .errors import SparseAEError
 # The family names, and the code layers (model.topk) that share four of them.
 KL, L1, NONE, TOPK, BATCHTOPK, JUMPRELU, MATRYOSHKA = (
     "kl", "l1", "none", "topk", "batchtopk", "jumprelu", "matryoshka")
-CODE_LAYERS = (NONE, TOPK, BATCHTOPK, JUMPRELU)
+MP = "mp"
+CODE_LAYERS = (NONE, TOPK, BATCHTOPK, JUMPRELU, MP)
 # Activations whose values lie in (0, 1): the only ones a KL penalty is defined on.
 BOUNDED_ACTIVATIONS = ("sigmoid",)
-K_CODES = (TOPK, BATCHTOPK)  # code layers that keep k units per example (AuxK, sparse kernels, model.k)
+K_CODES = (TOPK, BATCHTOPK, MP)  # code layers that keep k units per example (AuxK, sparse kernels, model.k)
 
 # What a setting takes when neither the user nor the family sets it: sparsity off, Ng's sigmoid model.
 OFF: dict[str, dict[str, Any]] = {
     "model": {"activation": "sigmoid", "output_activation": "sigmoid", "unit_norm_decoder": False,
-              "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0},
+              "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0,
+              "input_scale": False},
     "sparsity": {"beta": 0.0, "auxk": False, "decoder_norm_l1": False, "beta_warmup": 0},
     "train": {"recon": "mse", "lr": 1e-3, "lr_decay": 0.0},
 }
@@ -68,6 +70,14 @@ def _check_matryoshka(model: Any, sparsity: Any) -> None:
                             f"got {','.join(map(str, sparsity.prefixes))}")
 
 
+def _check_mp(model: Any, sparsity: Any) -> None:
+    if model.topk != MP or not model.one_layer() or model.output_activation != "linear":
+        raise SparseAEError("penalty 'mp' needs a one-layer model with model.topk 'mp' and model.output_activation "
+                            "'linear' (the code is a pursuit over the decoder's columns)")
+    if model.layer_activations()[-1] not in ("relu", "linear"):
+        raise SparseAEError("penalty 'mp' needs model.code_activation 'relu' (non-negative code) or 'linear'")
+
+
 @dataclass(frozen=True)
 class Family:
     """One sparsity family (the value of sparsity.penalty)."""
@@ -91,13 +101,17 @@ class Family:
     """The sweep command's grid flag for this family."""
     check: Callable[[Any, Any], None] | None = None
     """Its own rules on (model, sparsity), after the settings' checks."""
+    adapts_beta: bool = False
+    """sparsity.target_l0 (`--l0`) can steer its beta to a stated L0."""
 
 
 # The modern TopK SAE (Gao et al. 2024; EleutherAI sparsify): ReLU after the selection, linear output,
 # unit-norm decoder columns with the parallel gradient removed, encoder starting as the decoder's
 # transpose, b_dec starting at the data mean and subtracted before the encoder, AuxK on, the batch's
 # FVU as the loss, lr by width falling linearly to 0 over the last fifth of the steps.
-_MODERN = {"model": {"activation": "relu", "output_activation": "linear"},
+# Inputs rescaled to FashionMNIST's spread on any other data (model.input_scale; config.resolve keeps it off
+# on fashion-mnist itself), so that the recipes' settings mean the same there.
+_MODERN = {"model": {"activation": "relu", "output_activation": "linear", "input_scale": True},
            "train": {"recon": "fvu", "lr": topk_lr, "lr_decay": 0.2}}
 _MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean",
                                "dead_window": 2000},
@@ -114,11 +128,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # 53-58% of the units never fired on non-negative pixels). 256 units, 3 epochs, beta 3e-4: L0 66.6, FVU /
     # PCA's at that L0 1.014 with lr 1e-3; 0.845 with 3e-3.
     Family(L1, "L1 of the code (ReLU units), each unit weighted by its decoder column's norm",
-           defaults={"model": {"activation": "relu", "output_activation": "linear"},
+           defaults={"model": {"activation": "relu", "output_activation": "linear", "input_scale": True},
                      "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": 200},
                      "train": {"lr": 3e-3}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean"}},
-           term="abs_sum", swept="beta", sweep_flag="--l1-beta"),
+           term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True),
     Family(NONE, "no sparsity: the plain autoencoder"),
     Family(TOPK, "the k largest units of each example (no penalty term)", code=TOPK, defaults=_MODERN,
            one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--k-grid"),
@@ -128,14 +142,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # 1e-3: L0 42.5, ratio to PCA 0.757 with lr 1e-3; L0 33.1, 0.633 with 3e-3 (256 units).
     Family(JUMPRELU, "an L0 penalty on a code with learned per-unit thresholds", code=JUMPRELU,
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
-                               "jumprelu_bandwidth": 0.05},
+                               "jumprelu_bandwidth": 0.05, "input_scale": True},
                      "sparsity": {"beta": 1e-3, "beta_warmup": 200},
                      "train": {"recon": "fvu", "lr": 3e-3}},
            one_layer={"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean"}},
-           term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu),
+           term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
            swept="k", sweep_flag="--matryoshka-grid", check=_check_matryoshka),
+    # Costa et al. 2025 (MP-SAE): the code is k matching-pursuit steps over the unit-norm decoder columns in
+    # the forward pass (model/pursuit.py), trained end to end; the encoder's weights are not used.
+    Family(MP, "k greedy matching-pursuit steps over the decoder's columns (MP-SAE)", code=MP,
+           defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--mp-grid", check=_check_mp),
 )}
 NAMES = tuple(FAMILIES)
 SWEPT = {name: f.swept for name, f in FAMILIES.items() if f.swept}  # family -> the setting a sweep varies

@@ -105,7 +105,7 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
             model=ModelConfig(input_dim=n_features, hidden=_hidden_list(self.hidden), activation=self.activation,
                               code_activation=self.code_activation, output_activation=self.output_activation,
                               input_transform=self.input_transform, pre_bias=False, unit_norm_decoder=False,
-                              bias_init="default"),
+                              bias_init="default", input_scale=False),
             sparsity=SparsityConfig(penalty=self.penalty, rho=num["rho"], beta=num["beta"],
                                     weight_decay=num["weight_decay"], decoder_norm_l1=False, beta_warmup=0),
             train=TrainConfig(dataset="arrays", epochs=num["epochs"], batch_size=num["batch_size"], lr=num["lr"],

@@ -153,7 +153,7 @@ def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Data
 
     greedy = assemble(config, layers).to(device)
     val_x = dataset.test.to(device)
-    greedy_metrics = evaluate(greedy, val_x, tc.dead_threshold)
+    greedy_metrics = evaluate(greedy, val_x)
     if root is not None:
         greedy_dir = OutputFolder(root / "greedy", kind="run").create()  # marked, as each layer's run folder
         _save_stack(RunDir(greedy_dir), config, greedy, {"stage": "greedy", **greedy_metrics})
@@ -174,7 +174,7 @@ def _train_stacked(config: RunConfig, output: OutputFolder | None, dataset: Data
         train_softmax(model.encode, head, train_x, target, list(model.encoder.parameters()) + list(head.parameters()),
                       max_iter=finetune_iter, l2=config.sparsity.weight_decay or 1e-4)
     model.eval()
-    metrics = evaluate(model, val_x, tc.dead_threshold)
+    metrics = evaluate(model, val_x)
     summary = {"stage": "finetuned", "finetune": finetune, "seconds": time.perf_counter() - t0,
                "greedy": greedy_metrics, **metrics}
     if root is not None:

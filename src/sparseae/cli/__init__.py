@@ -1,7 +1,8 @@
 """The `sparseae` command: parses arguments and calls the library.
 
 The flags are defined once, in args.py; the commands live in train.py (train, eval, gradcheck,
-stack), analysis.py (probe, sweep) and apps.py (monitor, cluster, report), each a pair
+stack), analysis.py (probe, sweep), apps.py (monitor, cluster, report) and ecosystem.py (activations,
+export, import), each a pair
 (add_arguments, run) registered in COMMANDS. Bad input (a `SparseAEError`) becomes one line on
 stderr and exit code 2. Only the standard library and config.py are imported until a command
 runs, so `sparseae --help` answers without loading torch.
@@ -14,7 +15,7 @@ import warnings
 from typing import Callable
 
 from ..errors import SparseAEError
-from . import analysis, apps, train
+from . import analysis, apps, ecosystem, train
 from .args import config_from_args
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
@@ -36,6 +37,12 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "cluster": ("graph communities: stacked sparse autoencoder on D^-1 S + k-means, next to spectral "
                 "clustering (NMI)", apps.add_cluster_arguments, apps.run_cluster),
     "report": ("write a self-contained HTML report of a run folder", apps.add_report_arguments, apps.run_report),
+    "activations": ("run data through any PyTorch model and write one submodule's activations to a .npy file",
+                    ecosystem.add_activations_arguments, ecosystem.run_activations),
+    "export": ("write a run's SAE as a SAELens folder (or a sparsify checkpoint)", ecosystem.add_export_arguments,
+               ecosystem.run_export),
+    "import": ("turn a SAELens folder or a sparsify checkpoint into a run folder", ecosystem.add_import_arguments,
+               ecosystem.run_import),
 }
 
 

@@ -34,7 +34,7 @@ import copy
 from typing import Any
 
 from ..apps.monitor_settings import DEFAULTS as MONITOR
-from ..families import FAMILIES, NONE as FAMILY_NONE
+from ..families import FAMILIES, MP, NONE as FAMILY_NONE, TOPK
 from ..config import FEATURE_SETS, GRAPHS, LIMIT_METHODS, PRESETS, RunConfig, TrainConfig
 
 # What --device means when it is not given, in every command: cuda when there is one.
@@ -104,6 +104,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--topk-kernel": ("model", "topk_kernel", {}),
     "--input-transform": ("model", "input_transform", {}),
     "--zca-epsilon": ("model", "zca_epsilon", {"type": float}),
+    "--input-scale": ("model", "input_scale", _YES_NO),
     "--penalty": ("sparsity", "penalty", {}),
     "--rho": ("sparsity", "rho", {"type": float}),
     "--beta": ("sparsity", "beta", {"type": float}),
@@ -118,6 +119,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--decoder-norm-l1": ("sparsity", "decoder_norm_l1", _YES_NO),
     "--beta-warmup": ("sparsity", "beta_warmup", {"type": int}),
     "--prefixes": ("sparsity", "prefixes", {"type": int_list}),
+    "--l0": ("sparsity", "target_l0", {"type": float, "metavar": "TARGET"}),
     "--classes": ("train", "classes", {"type": int_list,
                                        "help": "use only the examples of these labels, e.g. 5,6,7,8,9"}),
     "--limit-train": ("train", "limit_train", {"type": int}),
@@ -186,6 +188,27 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
                              "a picture of its feature browser to PNG (needs chromium: apt-get install chromium)"},
     "run_dir": {"help": "a run folder written by `sparseae train`"},
     "run_dirs": {"nargs": "*", "metavar": "RUN_DIR", "help": "run folders whose features to probe"},
+    # activations, export, import (apps/activations.py, apps/ecosystem.py)
+    "--model": {"metavar": "MODULE:FACTORY",
+                "help": "the PyTorch model: a module (pkg.mod) or a Python file (path/to/file.py), a colon, and a "
+                        "function of no arguments there that returns the nn.Module (with its trained weights)"},
+    "--layer": {"metavar": "NAME", "help": "the submodule to hook, as model.named_modules() names it (e.g. "
+                                           "encoder.layers.0)"},
+    "--site": {"choices": ["out", "in"], "default": "out",
+               "help": "record the submodule's output or its (first) input (default: %(default)s)"},
+    "--max-rows": {"type": int, "metavar": "N", "help": "stop after N rows (default: all the data gives)"},
+    "--format": {"choices": ["saelens", "sparsify"], "default": "saelens",
+                 "help": "saelens: cfg.json + sae_weights.safetensors (SAE.load_from_disk); sparsify: cfg.json + "
+                         "sae.safetensors (SparseCoder.load_from_disk) (default: %(default)s)"},
+    "out_dir": {"metavar": "OUT_DIR", "help": "the folder to write the SAE into (new or empty; with --overwrite, "
+                                              "one holding only that format's files)"},
+    "peer_dir": {"metavar": "DIR", "help": "a SAELens folder (cfg.json + sae_weights.safetensors) or an "
+                                           "eai-sparsify checkpoint folder (cfg.json + sae.safetensors)"},
+    # eval: model/pursuit.ENCODE_METHODS after the first (spelled here: --help never imports torch)
+    "--encode": {"choices": ["omp", MP],
+                 "help": f"also measure the code chosen by orthogonal ('omp') or plain ('mp') matching pursuit "
+                         f"over the decoder's columns, k atoms (one-layer models with a linear output); the "
+                         f"default is the model's own code ('{TOPK}' in model.encode)"},
     # gradcheck
     "--input-dim": {"type": int, "default": 64, "help": "input features (default: %(default)s)"},
     "--examples": {"type": int, "default": 20, "help": "random examples in [0.1, 0.9] (default: %(default)s)"},

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+import warnings
 
 from ..config import RunConfig
 from ..errors import SparseAEError
@@ -42,6 +44,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..training.loop import SmallDataWarning
     from ..training.session import check_run, train
 
     if args.resume:  # the run's own settings, with the flags given on top
@@ -62,8 +65,16 @@ def run_train(args: argparse.Namespace) -> int:
     if args.check:
         print(check_run(config, out, resume=bool(args.resume), if_exists=if_exists(args)).describe())
         return 0
-    result = train(config, out=out, progress=not args.quiet, resume=bool(args.resume), if_exists=if_exists(args),
-                   tensorboard=args.tensorboard)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallDataWarning)
+        result = train(config, out=out, progress=not args.quiet, resume=bool(args.resume),
+                       if_exists=if_exists(args), tensorboard=args.tensorboard)
+    for w in caught:  # ours as one line on stderr (where the batch size was left to the rows), others as they were
+        if issubclass(w.category, SmallDataWarning):
+            if config.train.batch_size is None:
+                print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if result.run_dir is None:  # a data-parallel process other than rank 0
         return 0
     if result.finished_before:
@@ -82,13 +93,16 @@ def run_train(args: argparse.Namespace) -> int:
             print(warning, file=sys.stderr)
     print(f"trained {steps} in {result.seconds:.1f} s: {loss} {last['train_loss']:.6g}, "
           f"val_mse {last['val_mse']:.5f}, mean activation {last['mean_activation']:.4f}; run folder {out}")
+    if config.sparsity.target_l0 is not None:
+        print(f"L0 reached {last['l0']:.2f} on the validation rows (asked for {config.sparsity.target_l0:g}; "
+              f"beta adapted to {last['beta']:.4g})")
     return 0
 
 
 # --- eval ------------------------------------------------------------------------------------------
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    flags.add(p, "run_dir", "--data-dir", "--device", shown={"--device": flags.DEFAULT_DEVICE})
+    flags.add(p, "run_dir", "--data-dir", "--encode", "--device", shown={"--device": flags.DEFAULT_DEVICE})
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -105,9 +119,15 @@ def run_eval(args: argparse.Namespace) -> int:
     require_finite_weights(model)  # NaN weights would give NaN or 0 metrics that look like results
     data = load_run_data(config, args.data_dir)
     test = data.validation(device)  # a tensor, or chunks of a streamed file
-    metrics = evaluate(model, test, config.train.dead_threshold)
+    if args.encode:  # refused before the encoder's pass over the test split
+        model.require_pursuit(args.encode)
+    metrics = evaluate(model, test)
     report = {"run_dir": str(run.path), "split": "test", "examples": len(test),
               "penalty": config.sparsity.penalty, "rho": config.sparsity.rho, **metrics}
+    if args.encode:
+        start = time.perf_counter()
+        report["encode"] = {"method": args.encode, **evaluate(model, test, method=args.encode),
+                            "seconds": time.perf_counter() - start}
     # NaN is not JSON: a metric that could not be computed (e.g. FVU of constant rows) is null
     print(to_json_text(report), end="")
     return 0

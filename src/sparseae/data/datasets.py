@@ -13,13 +13,8 @@ from .dataset import DataSource, Dataset
 
 
 def _fashion_mnist(data_dir: str | None = None, **_: object) -> Dataset:
-    root = fashion_mnist.locate(data_dir)
-    xs, ys = [], []
-    for split in ("train", "t10k"):
-        images, labels = fashion_mnist.load_split(root, split)
-        xs.append(torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0))
-        ys.append(torch.from_numpy(labels.astype(np.int64)))
-    return Dataset(xs[0], xs[1], ys[0], ys[1], image_shape=(28, 28))
+    a = {k: torch.from_numpy(v) for k, v in fashion_mnist.load_arrays(fashion_mnist.locate(data_dir)).items()}
+    return Dataset(a["train-images"], a["t10k-images"], a["train-labels"], a["t10k-labels"], image_shape=(28, 28))
 
 
 def _patches(data_dir: str | None = None, patch_size: int = 8, num_patches: int = 10000,

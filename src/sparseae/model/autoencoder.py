@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, JUMPRELU, K_CODES, NONE, TOPK
+from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, JUMPRELU, K_CODES, MP, NONE, TOPK
 from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove_parallel_grad_,
                     threshold_activation, topk_select)
 from ..errors import SparseAEError
@@ -21,6 +21,7 @@ from .collectives import ONE_PROCESS, Collectives
 from .init import initialize
 from .kernels import centered_linear, sparse_topk_forward
 from .output import AutoencoderOutput
+from .pursuit import ENCODE_METHODS, matching_pursuit, pursuit_code
 from .transforms import InputTransform
 
 _ACTIVATIONS = {
@@ -39,7 +40,8 @@ class SparseAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config = self.config = config.resolved()  # a copy: the caller's configuration is left as it is
-        self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon)
+        self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon,
+                                              rescale=bool(config.input_scale))
         enc_sizes = [config.input_dim, *config.hidden]
         dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.input_dim]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc_sizes, enc_sizes[1:]))
@@ -71,7 +73,9 @@ class SparseAutoencoder(nn.Module):
         # b_dec starts at the data mean (observe_input sets it from the first training batch); until then it
         # is 0, and a model whose weights came from a file (load_run, a checkpoint) never has an all-zero b_dec.
         self._bias_pending = c.bias_init == "mean" and c.one_layer() and c.output_activation == "linear"
-        self._gather_ok = c.topk == TOPK and c.one_layer() and not c.tied and c.output_activation == "linear"
+        self._gather_ok = c.topk in (TOPK, MP) and c.one_layer() and not c.tied and c.output_activation == "linear"
+        if c.topk == MP and not self.pursuit_applies():
+            raise SparseAEError("model.topk 'mp' needs a one-layer model with model.output_activation 'linear'")
         if self._bias_pending:
             with torch.no_grad():
                 self.output_bias().zero_()
@@ -196,6 +200,9 @@ class SparseAutoencoder(nn.Module):
                 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor | None, Any]:
         """(activations of every encoder layer, the code's pre-activation, BatchTopK's kept minimum,
         per-example TopK's (values, indices)) of transformed input `h`."""
+        if self.config.topk == MP:  # the code is a pursuit over the decoder: the encoder's product is not needed
+            code, preact, support = self._mp_code(h, k or self.config.k)
+            return (code,), preact, None, support
         hidden = []
         last = len(self.encoder) - 1
         z, kept_min, support = h, None, None
@@ -218,20 +225,68 @@ class SparseAutoencoder(nn.Module):
         """
         return self._encode(x if transformed else self.input_transform(x), k, ONE_PROCESS)[0]
 
-    def encode(self, x: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, alpha: float | None = None, method: str = TOPK,
+               k: int | None = None) -> torch.Tensor:
         """The code (innermost layer's activations) of raw input `x`: the learned features, the code the
         decoder reconstructs from (a TopK model's k units per example, as SAELens and sparsify give).
 
         `alpha` (>= 1; default: model.encode_alpha, 1 unless set when training) keeps the top alpha * k
         units of a TopK code outside training instead: Makhzani & Frey's features for a classifier.
+        `method`: 'topk' (default), the model's own code; 'omp' or 'mp', `k` atoms (default: model.k) chosen
+        by orthogonal / plain matching pursuit over the decoder's columns (model/pursuit.py), OMP warm-started
+        from the encoder's choice (one-layer models with a linear output).
         """
+        if method not in ENCODE_METHODS:
+            raise SparseAEError(f"encode method must be one of {', '.join(ENCODE_METHODS)}; got {method!r}")
+        if method != ENCODE_METHODS[0]:
+            return self._pursue(x, method, k)
         alpha = self.config.encode_alpha if alpha is None else alpha
         if not alpha >= 1:
             raise SparseAEError(f"encode alpha must be >= 1; got {alpha}")
-        k = None
         if self.config.topk == TOPK and not self.training and alpha != 1:
             k = min(self.config.hidden[-1], int(round(alpha * self.config.k)))
         return self.encode_all(x, k=k)[-1]
+
+    def pursuit_applies(self) -> bool:
+        """Whether the reconstruction is b_dec + a sum of decoder columns (what pursuit needs)."""
+        return self.config.one_layer() and self.config.output_activation == "linear"
+
+    def dictionary(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the decoder's d x N columns, b_dec) of a one-layer model with a linear output."""
+        return self.decoder_weights()[0], self.output_bias()
+
+    def _mp_code(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The MP family's code layer: (code, the first correlations (AuxK's pre-activations), support)."""
+        weight, bias = self.dictionary()
+        return matching_pursuit(h - bias, weight, k, self._nonneg_pursuit())
+
+    def _nonneg_pursuit(self) -> bool:
+        return self.config.layer_activations()[-1] != "linear"
+
+    def require_pursuit(self, method: str) -> None:
+        """Refuse, in one line, a pursuit encode this model cannot take."""
+        if not self.pursuit_applies():
+            raise SparseAEError(f"encode method '{method}' needs a one-layer model with a linear output "
+                                f"(this one: hidden {self.config.hidden}, output '{self.config.output_activation}')")
+
+    @torch.no_grad()  # a code to use, not to train through (the MP family's own code layer is _mp_code)
+    def _pursue(self, x: torch.Tensor, method: str, k: int | None) -> torch.Tensor:
+        self.require_pursuit(method)
+        k = k or self.config.k
+        if not (isinstance(k, int) and 0 < k <= self.config.hidden[-1]):
+            raise SparseAEError(f"encode method '{method}' needs k between 1 and {self.config.hidden[-1]} "
+                                f"(k=, or a model trained with one); got {k}")
+        h = self.input_transform(x)
+        weight, bias = self.dictionary()
+        start = None
+        if method == "omp":  # warm start: the encoder's k largest units
+            start = self.encode_all(h, transformed=True)[-1].abs().topk(k, dim=1).indices
+        return pursuit_code(h - bias, weight, k, method, start, self._nonneg_pursuit())
+
+    def forward_encoded(self, x: torch.Tensor, method: str, k: int | None = None) -> AutoencoderOutput:
+        """forward's output (no state change) with the code from encode(x, method=method, k=k)."""
+        code = self.encode(x, method=method, k=k)
+        return AutoencoderOutput(self.decode(code), (code,), self.input_transform(x), None, None)
 
     def with_encode_alpha(self, alpha: float | None) -> "SparseAutoencoder":
         """This model, its encode() keeping the top alpha * k units of a TopK code from now on (None: as

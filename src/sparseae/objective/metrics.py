@@ -16,28 +16,32 @@ def require_finite_weights(model: SparseAutoencoder) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: SparseAutoencoder, x: torch.Tensor, dead_threshold: float = 1e-3,
-             chunk: int = 8192, active_threshold: float | None = None) -> dict[str, float]:
+def evaluate(model: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192,
+             active_threshold: float | None = None, method: str | None = None) -> dict[str, float]:
     """Reconstruction and sparsity of the code layer over all rows of `x`.
 
     mse: mean squared error per feature; fvu: fraction of variance unexplained,
     sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; mean_activation: mean code value
-    over examples and units; dead_fraction: share of code units whose mean
-    activation is below `dead_threshold`; l0: mean number of firing code values
-    per example, firing meaning |h| > `active_threshold` (default: the model's,
-    1e-2 for sigmoid codes, which are never exactly 0, else 0).
+    over examples and units; l0: mean number of firing code values per example,
+    firing meaning |h| > `active_threshold` (default: the model's, 1e-2 for sigmoid
+    codes, which are never exactly 0, else 0); dead_fraction: share of code units
+    that fire on none of the rows (the one definition of dead, as `never_fired_fraction`;
+    no threshold on the values, whose scale is the data's). `method`: the code of
+    model.encode(x, method=method) ('omp', 'mp': pursuit over the decoder) instead of the model's own.
     """
     thr = model.active_threshold if active_threshold is None else active_threshold
     was_training = model.training
     model.eval()
     # `x` may also be an iterable of row chunks (a file streamed chunk by chunk): one pass over them.
     chunks = (x[i:i + chunk] for i in range(0, x.shape[0], chunk)) if torch.is_tensor(x) else x
-    n, sq_err, l0, unit_sum, mean, m2 = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+    n, sq_err, l0, unit_sum, mean, m2, fired = 0, 0.0, 0.0, 0.0, 0.0, 0.0, None
     for xb in chunks:
-        out = model(xb)
+        out = model(xb) if method is None else model.forward_encoded(xb, method)
         code = out.hidden[-1]
         sq_err += (out.recon.float() - out.target.float()).pow(2).sum().double()
-        l0 += torch.count_nonzero(code if thr == 0 else code.abs() > thr).double()  # (a bool sum casts to int64)
+        firing = code != 0 if thr == 0 else code.abs() > thr
+        l0 += torch.count_nonzero(firing).double()  # (a bool sum casts to int64)
+        fired = firing.any(0) if fired is None else fired | firing.any(0)
         unit_sum += code.float().sum(0).double()
         # variance in the space the model reconstructs: per chunk in float32 (torch's var_mean, relative
         # error ~1e-7), chunks merged in float64 as in Chan et al.
@@ -56,7 +60,7 @@ def evaluate(model: SparseAutoencoder, x: torch.Tensor, dead_threshold: float = 
         "mse": (sq_err / (n * model.config.input_dim)).item(),
         "fvu": (sq_err / total_var.clamp_min(1e-30)).item(),
         "mean_activation": unit_mean.mean().item(),
-        "dead_fraction": (unit_mean.abs() < dead_threshold).double().mean().item(),
+        "dead_fraction": (~fired).double().mean().item() if fired is not None else 0.0,
         "l0": (l0 / n).item(),
     }
 

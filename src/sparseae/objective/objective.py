@@ -2,6 +2,11 @@
 
 Each sparsity family's term is one function in PENALTY_TERMS; Matryoshka changes the reconstruction
 itself (every nested prefix of the dictionary reconstructs), so it is one function in RECONSTRUCTIONS.
+
+A stated L0 (sparsity.target_l0) steers beta: after the warm-up (or a tenth of the run, if sooner), every
+step multiplies it by ((batch L0 + 1/2) / (target + 1/2))^L0_RATE, a multiplicative (integral) controller
+on the measured L0. Its one piece of state, log(beta / the configured beta), is a float64 tensor saved in
+the checkpoint, so a resumed run continues it.
 """
 from __future__ import annotations
 
@@ -17,6 +22,12 @@ from ..model.collectives import ONE_PROCESS, Collectives
 from .auxk import auxk_loss
 from ..model.codes import column_norms
 from .penalties import RunningMean, batch_spread, kl_penalty, l1_penalty, weight_decay
+
+L0_RATE = 0.02
+"""Step of log(beta) per unit of log(L0 / target): a 10x too dense code raises beta 4.7% a step; slow against
+the code's response, which lags beta until the weights have moved."""
+L0_GAIN_LIMIT = 14.0
+"""|log(beta / configured beta)| at most this (a factor of 1.2e6): a target the data cannot reach stops there."""
 
 
 class LossParts(NamedTuple):
@@ -125,6 +136,12 @@ class Objective:
         """The global training step (0-based) of the pass in progress, set by the loop before each step:
         beta's warm-up is a function of it, so a resumed run continues it. None (gradient check, L-BFGS,
         evaluation): the full beta."""
+        self.log_gain: torch.Tensor | None = None
+        """With target_l0: log(beta / sparsity.beta), adapted by `adapt_beta` (float64, on the model's device)."""
+        self.batch_l0: torch.Tensor | None = None
+        """With target_l0: the last training batch's (global) L0, read by `adapt_beta`."""
+        self.total_steps: int | None = None
+        """The run's number of minibatch steps (set by the loop; a function of the settings and the data)."""
 
     def reconstruction(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The reconstruction loss of the configured kind, an FVU over the global batch."""
@@ -137,6 +154,42 @@ class Objective:
         scale = min(1.0, (step + 1) / warmup) if warmup and step is not None else 1.0
         return self.sparsity.beta * scale
 
+    def adapted_beta(self) -> float:
+        """The configured beta times what the L0 controller has made of it (the configured beta without one)."""
+        gain = 1.0 if self.log_gain is None else float(self.log_gain.exp())
+        return self.sparsity.beta * gain
+
+    def _measure_l0(self, code: torch.Tensor) -> None:
+        """Keep the batch's L0 (over the global batch) for the controller, without a gradient."""
+        with torch.no_grad():
+            counts = torch.stack([(code != 0).sum().double(), code.new_tensor(code.shape[0], dtype=torch.float64)])
+            counts = self.collectives.total(counts)
+            self.batch_l0 = counts[0] / counts[1]
+            if self.log_gain is None:
+                self.log_gain = torch.zeros((), dtype=torch.float64, device=code.device)
+
+    def adapt_beta(self, step: int) -> None:
+        """After the training step `step` (0-based): move beta toward the stated L0, once the warm-up is over or
+        a tenth of the run has passed (`total_steps`), whichever comes first. Features form before the code is
+        squeezed (started at step 0, L1 on planted features recovered clearly fewer of them), and a
+        short run is not all warm-up (10,000 patches at batch 256 for 5 epochs are 200 steps)."""
+        target = self.sparsity.target_l0
+        start = self.sparsity.beta_warmup or 0
+        if self.total_steps is not None:
+            start = min(start, self.total_steps // 10)
+        if target is None or self.batch_l0 is None or step + 1 < start:
+            return
+        error = torch.log((self.batch_l0 + 0.5) / (target + 0.5))
+        self.log_gain = (self.log_gain + L0_RATE * error).clamp(-L0_GAIN_LIMIT, L0_GAIN_LIMIT)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the objective beyond rho_hat: the L0 controller's state."""
+        return {} if self.log_gain is None else {"objective.log_gain": self.log_gain}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+        if "objective.log_gain" in tensors:
+            self.log_gain = tensors["objective.log_gain"].to(device=device, dtype=torch.float64)
+
     def penalty(self, hidden: tuple[torch.Tensor, ...], model: SparseAutoencoder | None = None,
                 out: AutoencoderOutput | None = None) -> torch.Tensor:
         """beta times the family's term on the penalised layers; `model` and `out` for the terms that need
@@ -147,11 +200,15 @@ class Objective:
         if term is None:
             return total
         beta = self.beta(self.step)
+        if s.target_l0 is not None and self.step is not None:
+            self._measure_l0(hidden[-1])
         if beta == 0:
             return total
         for i in s.layers:
             # in float32 after a bf16 forward pass: the KL of a bf16 mean is coarse
             total = total + term(self, i, hidden[i].to(total.dtype), model, out)
+        if self.log_gain is not None:
+            return beta * self.log_gain.exp().to(total.dtype) * total
         return beta * total
 
     def auxk(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:

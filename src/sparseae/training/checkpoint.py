@@ -28,10 +28,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..config import RunConfig
+from ..config import RunConfig, without_removed
 from ..schema import build, in_file, param, show
 from ..errors import SparseAEError
 from ..objective import LossParts
+from ..run.background import BackgroundWriter
 from ..run.files import atomic_write, atomic_write_text, to_json_text, write_bytes_synced
 from ..run.rundir import RunDir, check_tensors, check_trained_record, safetensors_metadata, trained_record
 
@@ -62,10 +63,16 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Checkpointer:
-    """Saves and loads the checkpoint of one run folder."""
+    """Saves and loads the checkpoint of one run folder.
 
-    def __init__(self, run: RunDir, config: dict[str, Any] | None = None, write: bool = True):
+    With a `writer` (run/background.py), the checkpoint at the end of an epoch is written by its thread
+    from a copy of the state, while the next epoch trains; one taken within an epoch
+    (`checkpoint_every`) is on disk before the next step, as before."""
+
+    def __init__(self, run: RunDir, config: dict[str, Any] | None = None, write: bool = True,
+                 writer: BackgroundWriter | None = None):
         self.run, self.config, self.write = run, config, write  # write: False on data-parallel ranks > 0
+        self.writer = writer
         self.dir = run.path / FOLDER
 
     def exists(self) -> bool:
@@ -87,6 +94,7 @@ class Checkpointer:
         for layer, rm in getattr(objective, "running", {}).items():
             if rm.value is not None:
                 tensors[f"running.{layer}"] = rm.value
+        tensors.update(objective.state_tensors() if hasattr(objective, "state_tensors") else {})
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -94,16 +102,27 @@ class Checkpointer:
         tensors["rng.epoch"] = state.epoch_rng
         if state.sums is not None:
             tensors["loop.sums"] = state.sums
-        tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
+        later = self.writer is not None and state.step == 0  # the end of an epoch
+        # a copy when written later: .to("cpu") of a CPU tensor is the tensor itself, still training
+        tensors = {k: v.to("cpu", copy=later).contiguous() for k, v in tensors.items()}
+        meta = {"epoch": state.epoch, "step": state.step, "elapsed": state.elapsed, "reached": state.reached,
+                "finished": state.finished, "history": list(state.history),
+                "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}, "config": self.config}
         self.check_folder()
+        if later:
+            self.writer.submit(self._write, tensors, meta)
+            return
+        if self.writer is not None:
+            self.writer.wait()  # the checkpoints before it are on disk first
+        self._write(tensors, meta)
+
+    def _write(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """The tensor file, then state.json naming it, then the clean-up (the crash protocol above)."""
         previous = self._named_tensors()
         data = st_save(tensors, metadata=trained_record(self.config))  # the settings trained with
-        name = f"e{state.epoch:04d}-s{state.step:07d}.safetensors"
+        name = f"e{meta['epoch']:04d}-s{meta['step']:07d}.safetensors"
         atomic_write(self.dir / name, lambda tmp: write_bytes_synced(tmp, data))
-        meta = {"tensors": name, "sha256": hashlib.sha256(data).hexdigest(), "epoch": state.epoch,
-                "step": state.step, "elapsed": state.elapsed, "reached": state.reached,
-                "finished": state.finished, "history": state.history,
-                "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}, "config": self.config}
+        meta = {"tensors": name, "sha256": hashlib.sha256(data).hexdigest(), **meta}
         atomic_write_text(self.dir / "state.json", to_json_text(meta, indent=1))
         # Clean up only what this checkpoint wrote: the tensors the previous state.json named, and
         # temp files of a killed write of ours (their names start with ours); nothing else, and never
@@ -134,6 +153,8 @@ class Checkpointer:
         name = f"{FOLDER}/state.json"
         raw = self.run.read_json(name, missing=f"{self.run.path} has no checkpoint to resume from ({name})")
         with in_file(self.dir / "state.json"):
+            if isinstance(raw, dict) and "config" in raw:
+                raw = {**raw, "config": without_removed(raw["config"])}  # an older run's settings read as from_dict
             meta = build(CheckpointMeta, raw)
             meta.validate()
         return asdict(meta)
@@ -171,6 +192,8 @@ class Checkpointer:
         for layer, rm in getattr(objective, "running", {}).items():
             if f"running.{layer}" in t:
                 rm.value = t[f"running.{layer}"].to(model_device(model))
+        if hasattr(objective, "load_state_tensors"):
+            objective.load_state_tensors(t, model_device(model))  # the L0 controller's beta
         torch.set_rng_state(t["rng.torch"])
         if torch.cuda.is_available():
             states = [t[k] for k in sorted(k for k in t if k.startswith("rng.cuda."))]

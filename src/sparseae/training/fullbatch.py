@@ -141,7 +141,7 @@ def fit_full_batch(model: SparseAutoencoder, objective: Objective, train_x: torc
 def _measure(model: SparseAutoencoder, f: FlatObjective, cfg: TrainConfig, iteration: int, parts: LossParts,
              val: torch.Tensor, t_start: float) -> dict[str, Any]:
     """A metrics row at `iteration`: the training loss `parts` and the model's figures on `val`."""
-    m = evaluate(model, val, cfg.dead_threshold)
+    m = evaluate(model, val)
     r = {"iteration": iteration, "evaluations": f.evaluations,
          "train_loss": float(parts.total), "train_recon": float(parts.recon),
          "train_sparsity": float(parts.sparsity), "train_decay": float(parts.decay),

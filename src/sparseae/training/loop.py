@@ -8,6 +8,7 @@ can record each step as a CUDA graph (accel.py).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from typing import Any, Callable, Iterable
 
@@ -23,6 +24,33 @@ from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
 from . import accel
 from .checkpoint import Checkpointer, LoopState
+
+
+FEW_STEPS = 200
+"""A run of fewer optimizer steps warns: the recipes' warm-ups (beta over 200 steps), AuxK's dead window
+and the lr decay are counted in steps, and a few hundred rows at batch 256 make a handful."""
+FEW_ROWS = 1000
+"""A data set of fewer training rows warns even with enough steps: a few hundred rows fit a wide code's
+noise, and the held-out rows are too few to tell a rarely firing unit from a dead one."""
+
+
+class SmallDataWarning(UserWarning):
+    """Too few optimizer steps for the recipes to work (a small data set at the default batch size)."""
+
+
+def few_steps_warning(rows: int, steps: int, cfg: TrainConfig) -> str | None:
+    """The warning of a run of fewer than FEW_STEPS optimizer steps (with the batch size that gives enough)
+    or of fewer than FEW_ROWS training rows; None for neither."""
+    total = steps * cfg.epochs
+    if total < FEW_STEPS:
+        batch = max(8, min(cfg.batch_size, rows * cfg.epochs // FEW_STEPS))
+        advice = f"--batch-size {batch}" if batch < cfg.batch_size else f"--epochs {-(-FEW_STEPS // steps)}"
+        return (f"{rows} training rows at batch {cfg.batch_size} for {cfg.epochs} epochs make only {total} "
+                f"optimizer steps: too few for the family's warm-up and dead-latent rules; use {advice}")
+    if rows < FEW_ROWS:
+        return (f"only {rows} training rows: a small data set (batch {cfg.batch_size}, {total} steps); keep the "
+                "code narrow and check the held-out FVU and dead share against PCA (sparseae sweep)")
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +87,8 @@ def fit(model: SparseAutoencoder, objective: Objective, train_x: torch.Tensor | 
         raise SparseAEError("fit needs a resolved TrainConfig (lr and lr_decay set): config.resolve(run_config)"
                             ".train, or TrainConfig(...).resolved() for the loop on its own")
     batches = TensorBatches(train_x, cfg.batch_size) if torch.is_tensor(train_x) else train_x
+    if (warning := few_steps_warning(batches.num_rows, batches.steps(), cfg)) is not None and not resume:
+        warnings.warn(warning, SmallDataWarning, stacklevel=2)
     loop = _Loop(model, objective, batches, val_x, cfg, on_epoch, checkpoint, collectives)
     state = checkpoint.load(model, loop.optimizer, objective) if resume else LoopState()
     loop.run(state, progress)
@@ -84,6 +114,7 @@ class _Loop:
         self.graph = accel.GraphStep(self._step, model, self.optimizer, cfg.batch_size) if cfg.cuda_graph else None
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.steps = batches.steps()
+        objective.total_steps = cfg.epochs * self.steps  # when a stated L0 starts steering beta
         self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # no .item() per step
         self.t_start = time.perf_counter()
 
@@ -152,6 +183,7 @@ class _Loop:
         warming_up = step < (self.objective.sparsity.beta_warmup or 0)
         run_step = self._step if self.graph is None or warming_up else self.graph
         run_step(self.collectives.shard(xb), self.sums)
+        self.objective.adapt_beta(step)  # a stated L0 (sparsity.target_l0): beta follows the measured one
 
     def _end_of_epoch(self, epoch: int, state: LoopState, t0: float) -> bool:
         """The epoch's metrics row (history, progress bar, `on_epoch`), the stopping rule and a checkpoint;
@@ -159,8 +191,10 @@ class _Loop:
         cfg = self.cfg
         self.collectives.sum_(self.sums)
         row = _epoch_row(epoch, (self.sums / self.batches.num_rows).tolist(),
-                         evaluate(self.model, self.val_x, cfg.dead_threshold), self.model,
+                         evaluate(self.model, self.val_x), self.model,
                          time.perf_counter() - t0, time.perf_counter() - self.t_start)
+        if self.objective.sparsity.target_l0 is not None:
+            row["beta"] = self.objective.adapted_beta()  # what the stated L0 made of beta
         state.history.append(row)
         self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_mse=f"{row['val_mse']:.4f}",
                              act=f"{row['mean_activation']:.3f}")

@@ -30,6 +30,7 @@ from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
+from ..run.background import BackgroundWriter
 from ..run.output import OutputFolder
 from ..run.rundir import RunDir
 from . import accel
@@ -84,7 +85,7 @@ def build_model(config: RunConfig, train: BatchSource, data: DataSource, device:
     model = model.to(device)
     if train.tensor is not None:
         model.input_transform.fit(train.tensor)
-    elif data.statistics is not None and model.input_transform.kind != "none":
+    elif data.statistics is not None and (model.input_transform.kind != "none" or model.input_transform.rescale):
         st = data.statistics
         model.input_transform.set_statistics(torch.from_numpy(st.mean), torch.from_numpy(st.std),
                                              None if st.covariance is None else torch.from_numpy(st.covariance))
@@ -101,26 +102,33 @@ def claim_output(out: str | Path | None, if_exists: str, resume: bool,
 
 
 def prepare_run_folder(out: str | Path | None, output: OutputFolder | None, config: RunConfig, resume: bool,
-                       collectives: Collectives) -> tuple[RunDir | None, Checkpointer | None]:
-    """The run folder (config.json written unless resuming) and its checkpointer; None without `out`."""
+                       collectives: Collectives, writer: BackgroundWriter | None = None
+                       ) -> tuple[RunDir | None, Checkpointer | None]:
+    """The run folder (config.json written unless resuming) and its checkpointer (its end-of-epoch
+    checkpoints written by `writer`'s thread); None without `out`."""
     if out is None:
         return None, None
     run = RunDir(output.create() if output is not None else out)
     if collectives.is_main and not resume:
         run.write_config(config)
-    return run, Checkpointer(run, config.to_dict(), write=collectives.is_main)
+    return run, Checkpointer(run, config.to_dict(), write=collectives.is_main, writer=writer)
 
 
 class EpochArtifacts:
     """After each epoch (or full-batch report): metrics.csv, the weights, this epoch's
     reconstructions and the loss plot, in the run folder; with `tensorboard` (a folder), the same
-    numbers and pictures as TensorBoard events there (run/tensorboard.py)."""
+    numbers and pictures as TensorBoard events there (run/tensorboard.py). With a `writer`, the loss
+    plot (matplotlib, the slow one) is drawn by its thread from the rows so far."""
 
     def __init__(self, run: RunDir, config: RunConfig, model: SparseAutoencoder, data: DataSource, val_x,
-                 history: list, tensorboard: str | Path | None = None):
+                 history: list, tensorboard: str | Path | None = None, writer: BackgroundWriter | None = None):
         from ..run.tensorboard import TensorBoardLog
 
-        self.run, self.model, self.data, self.history = run, model, data, history
+        self.run, self.model, self.data, self.history, self.writer = run, model, data, history, writer
+        if writer is not None:
+            from ..run.pictures import import_matplotlib
+
+            writer.submit(import_matplotlib)  # while the first epoch trains
         self.config = config  # recorded with the weights: what they were trained with
         self.shown = first_rows(val_x, N_RECON) if data.image_shape else None
         self.tensorboard = TensorBoardLog(tensorboard) if tensorboard is not None else None
@@ -145,7 +153,10 @@ class EpochArtifacts:
             step = f"epoch_{row['epoch']:03d}" if "epoch" in row else f"iter_{row['iteration']:04d}"
             shown, rec = self.shown.cpu().numpy(), rec.float().cpu().numpy()
             save_reconstructions(shown, rec, self.data.image_shape, self.run.file(f"reconstructions/{step}.png"))
-        save_loss_plot(self.history, self.run.file("loss.png"))
+        if self.writer is not None:
+            self.writer.submit(save_loss_plot, list(self.history), self.run.file("loss.png"))
+        else:
+            save_loss_plot(self.history, self.run.file("loss.png"))
         if self.tensorboard is not None:
             weights = input_filters(self.model) if self.data.image_shape else None  # as features.png
             self.tensorboard.log(row, shown, rec, weights, self.data.image_shape)
@@ -157,14 +168,19 @@ def input_filters(model: SparseAutoencoder):
     return model.input_transform.compose(model.encoder[0].weight.detach()).float().cpu().numpy()
 
 
-def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summary: dict[str, Any]) -> None:
-    """The run's last files: learned features, feature density, summary.json."""
+def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summary: dict[str, Any],
+           writer: BackgroundWriter | None = None) -> None:
+    """The run's last files: learned features and feature density (drawn by `writer`'s thread, if
+    given, while the firing frequencies are counted), then summary.json, once every other file is written."""
     from ..run.pictures import save_feature_density, save_features
 
+    draw = writer.submit if writer is not None else lambda job, *args: job(*args)
     if data.image_shape:
-        save_features(input_filters(model), data.image_shape, run.file("features.png"))
+        draw(save_features, input_filters(model), data.image_shape, run.file("features.png"))
     frequency = unit_firing_frequency(model, first_rows(val_x, 65536))
-    save_feature_density(frequency, run.file("feature_density.png"))
+    draw(save_feature_density, frequency, run.file("feature_density.png"))
+    if writer is not None:
+        writer.wait()
     summary["never_fired_fraction"] = never_fired_fraction(frequency)  # the CLI warns above 1%
     run.write_json("summary.json", summary)
 
@@ -226,7 +242,7 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     """Every check `train` makes before its first write: the settings, the checkpoint to resume, the
     device, the data (loaded, every value finite), the output folder. Raises SparseAEError. The plan holds
     the configuration as it will be trained (`config.resolve`); `config` itself is left as it is."""
-    config = resolve(config)
+    requested, config = config, resolve(config)
     if resume:
         if out is None:
             raise SparseAEError("resume needs the run folder to continue")
@@ -234,6 +250,9 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     device = resolve_device(config.train.device)
     collectives = from_environment(device) or ONE_PROCESS
     data = prepare_data(config, dataset, resume)  # bad data is named before a taken folder
+    if requested.train.batch_size is None and data.in_memory:  # a small data set: smaller batches
+        rows = min(data.train.shape[0], config.train.limit_train or data.train.shape[0])
+        config.train.batch_size = resolve(requested, rows).train.batch_size
     output = claim_output(out, if_exists, resume, collectives)
     distributed = collectives is not ONE_PROCESS
     accel.check_device_options(config.train, device, distributed)  # the settings' own rules: config.validate()
@@ -256,22 +275,23 @@ def _train(plan: RunPlan, progress: bool, model: SparseAutoencoder | None,
     model = build_model(config, train, data, device, model)
     collectives.broadcast_([*model.parameters(), *model.buffers()])  # every process starts equal
 
-    run, checkpoint = prepare_run_folder(out, output, config, resume, collectives)
-    history: list[dict[str, Any]] = list(checkpoint.read_meta()["history"]) if resume else []
-    on_epoch = EpochArtifacts(run, config, model, data, val_x, history, tensorboard) \
-        if run is not None and collectives.is_main else None
-    objective = Objective(config.sparsity, tc.recon, collectives)
-    t0 = time.perf_counter()
-    if full_batch:
-        rows, reached = fit_full_batch(model, objective, train.tensor, val_x, tc, on_epoch, progress)
-    else:
-        rows, reached = fit(model, objective, train, val_x, tc, on_epoch, progress and collectives.is_main,
-                            checkpoint, resume, collectives)
-    seconds = time.perf_counter() - t0
-    summary = {**({} if "iteration" in rows[-1] else {"epochs": len(rows)}), "seconds": seconds,
-               "reached_target": reached, **rows[-1]}
-    if run is not None and collectives.is_main:
-        finish(run, model, data, val_x, summary)
+    with BackgroundWriter() as writer:  # leaving it waits for the files its thread writes
+        run, checkpoint = prepare_run_folder(out, output, config, resume, collectives, writer)
+        history: list[dict[str, Any]] = list(checkpoint.read_meta()["history"]) if resume else []
+        on_epoch = EpochArtifacts(run, config, model, data, val_x, history, tensorboard, writer) \
+            if run is not None and collectives.is_main else None
+        objective = Objective(config.sparsity, tc.recon, collectives)
+        t0 = time.perf_counter()
+        if full_batch:
+            rows, reached = fit_full_batch(model, objective, train.tensor, val_x, tc, on_epoch, progress)
+        else:
+            rows, reached = fit(model, objective, train, val_x, tc, on_epoch, progress and collectives.is_main,
+                                checkpoint, resume, collectives)
+        seconds = time.perf_counter() - t0
+        summary = {**({} if "iteration" in rows[-1] else {"epochs": len(rows)}), "seconds": seconds,
+                   "reached_target": reached, **rows[-1]}
+        if run is not None and collectives.is_main:
+            finish(run, model, data, val_x, summary, writer)
     return TrainResult(model.eval(), rows, seconds, reached, run if collectives.is_main else None, summary,
                        config)
 
