@@ -8,3 +8,8 @@ exit code (2) and a one-line message.
 
 class SparseAEError(ValueError):
     """Bad user input: a setting, a file or a data set that cannot be used."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of another library's error message (some span many lines), or its type's name."""
+    return (str(e).splitlines() or [type(e).__name__])[0]

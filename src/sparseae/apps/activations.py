@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import SparseAEError
+from ..errors import SparseAEError, first_line
 from ..run.files import atomic_write
 from ..run.output import claim_file
 
@@ -323,13 +323,10 @@ def open_inputs(path: str | os.PathLike, key: str | None = None) -> Any:
         try:
             array = np.load(p, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise SparseAEError(f"{p}: not a .npy file this reads ({_first_line(e)})") from None
+            raise SparseAEError(f"{p}: not a .npy file this reads ({first_line(e)})") from None
         if array.dtype.kind not in "biuf" or array.ndim == 0 or len(array) == 0:
             raise SparseAEError(f"{p}: expected a numeric array with examples on its first axis, got dtype "
                                 f"{array.dtype} and shape {array.shape}")
         return array
     return open_array(p, key)
 
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]

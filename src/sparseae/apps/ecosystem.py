@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import families
 from ..config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
 from ..errors import SparseAEError
 from ..run.files import atomic_write, atomic_write_json, atomic_write_text, to_json_text
 from ..run.output import OutputFolder, check_outside
-from ..run.rundir import RunDir, load_run
+from ..run.rundir import RunDir, load_run, read_weights
 
 FORMATS = ("saelens", "sparsify")
 FILES = {"saelens": ("cfg.json", "sae_weights.safetensors"), "sparsify": ("cfg.json", "sae.safetensors")}
@@ -235,20 +235,13 @@ def _read_tensors(folder: Path, fmt: str) -> dict[str, torch.Tensor]:
     path = folder / FILES[fmt][1]
     if not path.is_file():
         raise SparseAEError(f"{folder} has no {FILES[fmt][1]}: not a {fmt} folder")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise SparseAEError(f"{path}: cannot read the weights ({_first_line(e)})") from None
+    tensors = read_weights(path)
     for name, t in tensors.items():
         if not t.is_floating_point():
             raise SparseAEError(f"{path}: tensor {name} has dtype {t.dtype}, not floating point")
         if not bool(torch.isfinite(t).all()):
             raise SparseAEError(f"{path}: tensor {name} holds values that are not finite")
     return {k: v.float() for k, v in tensors.items()}  # bfloat16 and float16 widen exactly
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _int(cfg: dict[str, Any], key: str, path: Path) -> int:

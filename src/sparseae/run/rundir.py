@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from ..config import RunConfig
 from ..schema import in_file, show
 from ..data.arrays import is_number
-from ..errors import SparseAEError
+from ..errors import SparseAEError, first_line
 from .files import atomic_write, atomic_write_json, atomic_write_text
 from ..model import SparseAutoencoder
 
@@ -124,10 +124,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         raise SparseAEError(f"{weights} is a folder, not the weights file of a run")
     if not weights.is_file():
         raise SparseAEError(f"{path} has no model.safetensors")
-    try:
-        state = load_file(str(weights))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise SparseAEError(f"{weights}: cannot read weights ({e})") from None
+    state = read_weights(weights)
     with in_file(weights):
         check_tensors(state, model.state_dict())
     check_trained_record(run, weights_metadata(weights), weights)
@@ -142,6 +139,15 @@ TRAINED_WITH = "sparseae.trained_with"
 # `eval` and `report` read come from (data moved since; a model trained on rows given in Python, whose
 # config.json is pointed at a file of them), not how the model was trained.
 WHERE_NOT_WHAT = tuple(("train", k) for k in ("device", "dataset", "data_dir", "data", "data_key"))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file `path`, or a one-line SparseAEError naming it (safetensors raises
+    its own error types for damaged files, some with a multi-line message: its first line is kept)."""
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise SparseAEError(f"{path}: cannot read the weights ({first_line(e)})") from None
 
 
 def trained_record(settings: dict[str, Any] | None) -> dict[str, str] | None:
