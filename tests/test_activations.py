@@ -20,14 +20,18 @@ from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
 from sparseae.errors import SparseAEError
 
 
+def record(model: nn.Module, layer: str, site: str, into: list):
+    """A hook of the test's own on the named submodule appending a copy of its output (or input) to `into`."""
+    module = dict(model.named_modules())[layer]
+    if site == "out":
+        return module.register_forward_hook(lambda m, a, out: into.append(out.detach().clone()))
+    return module.register_forward_pre_hook(lambda m, a: into.append(a[0].detach().clone()))
+
+
 def reference(model: nn.Module, layer: str, x: torch.Tensor, site: str = "out") -> torch.Tensor:
     """What the named submodule sees or gives for the whole of `x` in one forward pass (eval mode)."""
     got = []
-    module = dict(model.named_modules())[layer]
-    if site == "out":
-        handle = module.register_forward_hook(lambda m, a, out: got.append(out.detach().clone()))
-    else:
-        handle = module.register_forward_pre_hook(lambda m, a: got.append(a[0].detach().clone()))
+    handle = record(model, layer, site, got)
     model.eval()
     with torch.no_grad():
         model(x)
@@ -39,11 +43,7 @@ def collect_recording(model: nn.Module, layer: str, data, out, site: str = "out"
     """collect(), with a hook of the test's own on the same submodule, registered first, recording every
     tensor the submodule gives (or receives) during the collection: (what collect returned, those tensors)."""
     seen = []
-    module = dict(model.named_modules())[layer]
-    if site == "out":
-        handle = module.register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
-    else:
-        handle = module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    handle = record(model, layer, site, seen)
     try:
         done = collect(model, layer, data, out, site=site, progress=False, **kw)
     finally:
