@@ -180,10 +180,13 @@ def decoder_columns(model) -> np.ndarray:
 
 def train_one(path: Path, val_fraction: float, family: str, hidden: int, k: int | None, epochs: int, seed: int,
               target_l0: float | None = None):
+    """One run as the CLI would train it; `--lr` and `--auxk-coef` (LR[0], AUXK_COEF[0]) replace the family's
+    settings when given."""
     config = RunConfig(ModelConfig(hidden=[hidden], k=k if family in K_FAMILIES else None),
-                       SparsityConfig(penalty=family, target_l0=target_l0),
+                       SparsityConfig(penalty=family, target_l0=target_l0,
+                                      **({} if AUXK_COEF[0] is None else {"auxk_coef": AUXK_COEF[0]})),
                        TrainConfig(dataset="array", data=str(path), val_fraction=val_fraction, epochs=epochs,
-                                   seed=seed))
+                                   seed=seed, lr=LR[0]))
     t0 = time.perf_counter()
     try:
         result = sparseae.train(config, progress=False)
@@ -205,6 +208,8 @@ def runs_for(name: str, families: list[str], k: int, planted_density: float | No
 
 
 RUNS: list[list[str] | None] = [None]
+LR: list[float | None] = [None]
+AUXK_COEF: list[float | None] = [None]
 WITH_DL = [True]
 
 
@@ -246,6 +251,12 @@ def measure_set(name: str, x: np.ndarray, held: int, hidden: int, k: int, famili
 # --- the table -----------------------------------------------------------------------------------
 
 def summarise(rows: list[dict]) -> list[str]:
+    def ratio(ok):
+        # PCA with round(L0) components leaving under 0.1% of the variance: no sparse code is below it
+        if any(r["pca"] < 1e-3 for r in ok):
+            return "PCA ~0"
+        return agg([r["fvu"] / r["pca"] for r in ok])
+
     def agg(vals):
         vals = [v for v in vals if v is not None]
         if not vals:
@@ -264,7 +275,7 @@ def summarise(rows: list[dict]) -> list[str]:
             continue
         lines.append("| " + " | ".join([
             s, run, agg([r["l0"] for r in ok]), agg([r["fvu"] for r in ok]), agg([r["pca"] for r in ok]),
-            agg([r["fvu"] / r["pca"] if r["pca"] > 0 else None for r in ok]), agg([r["dl"] for r in ok]),
+            ratio(ok), agg([r["dl"] for r in ok]),
             agg([r["dead"] for r in ok]), agg([r.get("mmcs") for r in ok]), agg([r.get("recovered") for r in ok]),
             agg([r.get("dl_mmcs") for r in ok])]) + " |" + (f" {len(group) - len(ok)} failed" if len(ok) < len(group)
                                                             else ""))
@@ -280,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=100000, help="rows of the planted and heavy-tailed sets")
     p.add_argument("--runs", default=None, help="only these runs, e.g. 'topk,l1 --l0 5'")
     p.add_argument("--no-dl", action="store_true", help="leave out dictionary learning (its fit is the slow part)")
+    p.add_argument("--lr", type=float, default=None, help="one learning rate for every run (default: each family's)")
+    p.add_argument("--auxk-coef", type=float, default=None, help="AuxK's weight for every run (default: 1/8)")
     p.add_argument("--fashion-spread", action="store_true",
                    help="only print FashionMNIST's spread, the scale model.input_scale rescales other data to")
     args = p.parse_args(argv)
@@ -295,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     names += [n for n in REAL if "real" in wanted or n in wanted]
     ROWS[0] = args.rows
     WITH_DL[0] = not args.no_dl
+    LR[0] = args.lr
+    AUXK_COEF[0] = args.auxk_coef
     RUNS[0] = None if args.runs is None else args.runs.split(",")
     rows: list[dict] = []
     t0 = time.perf_counter()

@@ -49,14 +49,10 @@ def fashion_mlp():
     torch.manual_seed(0)
     data = sparseae.load_dataset("fashion-mnist")
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        idx = torch.randint(0, data.train.shape[0], (256,), generator=g)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(data.train[idx]), data.train_labels[idx]).backward()
-        opt.step()
-    return model
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by `--model FILE:FACTORY`
+    from briefly_trained import train_briefly
+
+    return train_briefly(model, data, 300)
 
 
 # --- workers, run under sparseae's interpreter ---------------------------------------------------------

@@ -49,9 +49,11 @@ def instrument() -> None:
 
     timed(session, "prepare_data", "data: load FashionMNIST")
     timed(session, "build_model", "model: build, fit the input transform")
-    timed(loop, "make_optimizer", "first optimizer (imports torch._dynamo)")
+    timed(loop, "make_optimizer", "first optimizer (torch.optim's imports torch._dynamo)")
     timed(loop._Loop, "_epoch", "training steps")
-    timed(loop, "evaluate", "validation (10,000 test images)")
+    # (trees before the validation also counted the feature density: `evaluate`)
+    timed(loop, "evaluate_with_frequency" if hasattr(loop, "evaluate_with_frequency") else "evaluate",
+          "validation (10,000 test images)")
     timed(session.EpochArtifacts, "__call__", "per-epoch files (metrics, weights, pictures)")
     timed(checkpoint.Checkpointer, "save", "checkpoints")
     timed(session, "finish", "final files (features, density, summary)")

@@ -211,7 +211,7 @@ class _Broken(nn.Module):
 @pytest.mark.parametrize("kwargs,message", [
     ({"layer": "nope"}, "has no submodule 'nope'"),
     ({"layer": "unused"}, "the hook never fired"),
-    ({"site": "middle"}, "site must be 'in' or 'out'"),
+    ({"site": "middle"}, "site must be one of in, out, both"),
     ({"max_rows": 0}, "max rows must be positive"),
     ({"out": "acts.csv"}, "written as .npy"),
     ({"data": torch.zeros(0, 4)}, "no examples"),

@@ -37,12 +37,16 @@ def test_rescaled_inputs_have_the_target_spread_whatever_the_data_scale(kind):
     x = torch.randn(500, 6, generator=g) @ torch.randn(6, 6, generator=g)
     t = InputTransform(kind, 6, rescale=True).fit(x)
     y = t(x)
+    # the gain is the power of two nearest TARGET_RMS / spread (exact to fold into weights: model/transforms.py)
+    assert math.frexp(float(t.gain))[0] == 0.5
     if kind != "zca":  # ZCA's epsilon keeps the whitened spread below 1: the gain sets it from the eigenvalues
-        assert _spread(y) == pytest.approx(TARGET_RMS, rel=1e-5)
+        spread = _spread(t._base(x))
+        assert float(t.gain) == 2.0 ** round(math.log2(TARGET_RMS / spread))
+        assert TARGET_RMS / math.sqrt(2) <= _spread(y) <= TARGET_RMS * math.sqrt(2)
     moved = InputTransform(kind, 6, rescale=True).fit(100 * x + 50)
     if kind == "none":  # a scaled, shifted copy is only shifted after the gain: the spread is measured about the mean
-        assert float(moved.gain) == pytest.approx(float(t.gain) / 100, rel=1e-5)
-        assert _spread(moved(100 * x + 50)) == pytest.approx(TARGET_RMS, rel=1e-5)
+        assert float(moved.gain) == 2.0 ** round(math.log2(TARGET_RMS / (100 * _spread(x))))
+        assert TARGET_RMS / math.sqrt(2) <= _spread(moved(100 * x + 50)) <= TARGET_RMS * math.sqrt(2)
     assert torch.allclose(t.inverse_transform(y), x, atol=1e-4)
 
 
@@ -51,8 +55,8 @@ def test_streamed_statistics_give_the_gain_of_the_rows():
     fitted = InputTransform("none", 2, rescale=True).fit(x)
     streamed = InputTransform("none", 2, rescale=True)
     streamed.set_statistics(x.mean(0), x.std(0, unbiased=False))
-    # variances 8/3 and 32/3: mean 20/3, so the gain is 0.3 / sqrt(20/3)
-    assert float(fitted.gain) == pytest.approx(0.3 / math.sqrt(20 / 3), rel=1e-6)
+    # variances 8/3 and 32/3: mean 20/3, so 0.3 / sqrt(20/3) = 2**-3.11, and the gain is 2**-3
+    assert float(fitted.gain) == 0.125
     assert float(streamed.gain) == pytest.approx(float(fitted.gain), rel=1e-6)
     assert float(InputTransform("none", 2, rescale=True).fit(torch.ones(4, 2)).gain) == 1.0  # constant data
 
@@ -83,7 +87,8 @@ def test_a_rescaled_model_reconstructs_in_the_input_units(tmp_path):
 
     model = load_run(out)
     gain = float(model.input_transform.gain)
-    assert gain == pytest.approx(TARGET_RMS / float(np.sqrt(x[:360].astype(np.float64).var(0).mean())), rel=1e-4)
+    spread = float(np.sqrt(x[:360].astype(np.float64).var(0).mean()))
+    assert gain == 2.0 ** round(math.log2(TARGET_RMS / spread))
     with torch.no_grad():
         recon = model.reconstruct(torch.from_numpy(x[:5]))
     assert float((recon - torch.from_numpy(x[:5])).abs().mean()) < 3000  # raw units: near the data, not 0.3
@@ -199,6 +204,41 @@ def test_an_explicit_batch_size_wins_over_the_row_count():
     assert resolve(config, rows=100).train.batch_size == 8 and resolve(config).train.batch_size == 256
 
 
+# --- the learning rate for the input's size --------------------------------------------------------------
+
+@pytest.mark.parametrize("input_dim, hidden, lr", [(784, 1024, 1.5e-3), (784, 256, 1.5e-3), (784, 4096, 7.5e-4),
+                                                   (3072, 512, 1.5e-3), (196, 512, 3e-3), (64, 512, 5.25e-3),
+                                                   (16, 512, 6e-3), (49, 4096, 7.5e-4), (64, 1024, 1.5e-3),
+                                                   (16, 724, 1.5e-3 * (1024 / 724) ** 2)])
+def test_the_topk_rate_grows_as_one_over_sqrt_input_size_below_784(input_dim, hidden, lr):
+    # 1.5e-3 * min(1, sqrt(1024 / latents)) * min(4, max(1, sqrt(784 / input_dim)), max(1, (1024 / latents)^2)):
+    # 784/196 = 4 -> 2x, 784/64 = 12.25 -> 3.5x, 784/16 = 49 -> 7x capped at 4x; 1,024 latents or more: 1x;
+    # 724 latents: (1024/724)^2 = 2.0x
+    for penalty in ("topk", "batchtopk", "matryoshka"):
+        config = RunConfig(ModelConfig(hidden=[hidden], k=8), SparsityConfig(penalty=penalty),
+                           TrainConfig(dataset="array", data="x.npy"))
+        assert resolve(config, input_dim=input_dim).train.lr == pytest.approx(lr, rel=1e-12)
+        config.train.lr = 1e-4  # an explicit rate wins
+        assert resolve(config, input_dim=input_dim).train.lr == 1e-4
+
+
+def test_a_run_records_the_rate_for_its_data_and_resumes_with_it(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(600, 16)).astype(np.float32))
+    config = RunConfig(ModelConfig(hidden=[32], k=4), SparsityConfig(penalty="batchtopk"),
+                       TrainConfig(dataset="array", data=str(tmp_path / "x.npy"), epochs=1, seed=0))
+    import sparseae
+
+    first = sparseae.train(config, out=tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["lr"] == pytest.approx(6e-3, rel=1e-12)  # 16 inputs: 4x (capped) of 1.5e-3
+    assert first.config.train.lr == saved["train"]["lr"] and saved["train"]["batch_size"] == 16  # 540 rows
+    from sparseae.training.session import check_run
+
+    plan = check_run(config, tmp_path / "run", resume=True)  # the same request passes the resume checks
+    assert plan.config.train.lr == saved["train"]["lr"]
+
+
 # --- the benchmark's pieces ------------------------------------------------------------------------------
 
 def test_planted_features_are_unit_norm_and_rows_are_their_sparse_sums():
@@ -214,3 +254,11 @@ def test_pca_curve_is_one_at_zero_and_zero_at_full_rank():
     curve = any_data.pca_curve(x[:200], x[200:])
     assert curve[0] == pytest.approx(1.0, abs=0.05) and curve[-1] == pytest.approx(0.0, abs=1e-9)
     assert any_data.pca_at(curve, 1.5) == pytest.approx((curve[1] + curve[2]) / 2)
+
+
+def test_the_table_says_pca_is_exact_instead_of_a_huge_ratio():
+    row = {"set": "s", "run": "topk", "l0": 8.0, "fvu": 0.2, "dead": 0.0, "dl": None}
+    lines = any_data.summarise([{**row, "pca": 0.4}, {**row, "pca": 0.5, "fvu": 0.3}])
+    assert lines[2].split(" | ")[5] == "0.550 (0.500-0.600)"  # 0.2 / 0.4 and 0.3 / 0.5
+    lines = any_data.summarise([{**row, "pca": 1e-9}])
+    assert lines[2].split(" | ")[5] == "PCA ~0"

@@ -308,3 +308,39 @@ def test_round_trip_on_fashion_mnist(tmp_path, capsys):
     x = sparseae.load_dataset("fashion-mnist").test[:1000]
     assert (reconstruct(tmp_path / "run", x) - reconstruct(tmp_path / "back", x)).abs().max().item() <= 1e-6
     assert abs(eval_fvu(tmp_path / "run", capsys) - eval_fvu(tmp_path / "back", capsys)) <= 1e-6
+
+
+def test_the_fitted_input_gain_is_a_power_of_two():
+    from sparseae.model.transforms import TARGET_RMS, InputTransform, power_of_two_gain
+
+    assert power_of_two_gain(TARGET_RMS) == 1.0 and power_of_two_gain(0.0) == 1.0
+    assert power_of_two_gain(TARGET_RMS * 8) == 0.125 and power_of_two_gain(TARGET_RMS / 3) == 4.0  # log2 3 = 1.58
+    x = torch.randn(500, 7, dtype=torch.float64) * 37.0 + 5.0
+    gain = InputTransform("none", 7, rescale=True).fit(x).gain.item()
+    mantissa, exponent = np.frexp(gain)
+    assert mantissa == 0.5 and gain == 2.0 ** -7  # 0.3 / 37 = 2**-6.95
+    spread = ((x - x.mean(0)) * gain).pow(2).mean().sqrt().item()
+    assert TARGET_RMS / 2 ** 0.5 <= spread <= TARGET_RMS * 2 ** 0.5
+
+
+@pytest.fixture(scope="module")
+def large_rows(tmp_path_factory) -> Path:
+    """1,200 rows of 20 features with values up to ~100 (activation-like magnitudes, a gain far from 1)."""
+    rng = np.random.default_rng(1)
+    x = rng.random((1200, 6)) @ rng.random((6, 20)) * 30 + 3 * rng.random((1200, 20))
+    path = tmp_path_factory.mktemp("large") / "x.npy"
+    np.save(path, x.astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("family", ["topk", "l1", "jumprelu"])
+def test_round_trip_with_a_folded_input_gain_is_exact(tmp_path, large_rows, capsys, family):
+    run = trained(tmp_path, large_rows, family)
+    assert load_run(run).input_transform.gain.item() != 1.0  # the gain is folded into the exported weights
+    assert main(["export", str(run), str(tmp_path / "sl")]) == 0
+    assert main(["import", str(tmp_path / "sl"), "--out", str(tmp_path / "back"), "--data", str(large_rows)]) == 0
+    capsys.readouterr()
+    x = torch.from_numpy(np.load(large_rows)[:1000])
+    assert x.abs().max().item() > 50
+    assert (reconstruct(run, x) - reconstruct(tmp_path / "back", x)).abs().max().item() <= 1e-6
+    assert abs(eval_fvu(run, capsys) - eval_fvu(tmp_path / "back", capsys)) <= 1e-6

@@ -61,11 +61,12 @@ def _write_process(tmp_path, onset=100):
 def test_monitor_cli_on_user_files(tmp_path, capsys):
     normal, test = _write_process(tmp_path)
     rc = main(["monitor", "--normal", str(normal), "--test", str(test), "--onset", "100", "--hidden", "8",
-               "--epochs", "100", "--lr", "0.01", "--beta", "0.001", "--pca-components", "4",
+               "--epochs", "100", "--lr", "0.01", "--beta", "0.001", "--pca-components", "4", "--pca-lags", "0",
                "--json", str(tmp_path / "m.json")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "SAE T2" in out and "PCA SPE" in out and "test.csv" in out
+    assert "which to use: PCA's T2" in out  # the command says which monitor the benchmark favours, and why
     res = json.loads((tmp_path / "m.json").read_text())
     row = res["rows"][0]
     assert row["PCA_spe_fdr"] > 0.9 and row["SAE_spe_fdr"] > 0.9  # the bias is obvious to both
@@ -131,17 +132,18 @@ def test_tep_pca_baseline_reproduces_the_reference(tep):
 @pytest.mark.skipif(not os.environ.get("SPARSEAE_SLOW_TESTS"),
                     reason="trains on the Tennessee Eastman data (about a minute on 2 busy cores); "
                            "set SPARSEAE_SLOW_TESTS=1")
-def test_tep_acceptance(tmp_path, tep):
-    # the documented command (docs/monitoring.md), defaults
+def test_tep_acceptance(tmp_path, tep, capsys):
+    # the documented command (docs/monitoring.md), defaults: the PCA monitor it recommends (dynamic PCA's T2)
+    # detects more than either statistic of the autoencoder, at at most 5% false alarms on d00_te
     assert main(["monitor", "--json", str(tmp_path / "tep.json")]) == 0
+    assert "which to use: PCA's T2" in capsys.readouterr().out
     res = json.loads((tmp_path / "tep.json").read_text())
     d00 = next(r for r in res["rows"] if r["file"] == "d00_te")
     mean = res["mean"]
-    assert len(res["mean_over"]) == 18
-    assert d00["SAE_t2_far"] <= 0.05
-    for pca in ("PCA_t2", "PCA_spe"):  # more detections than either PCA statistic, at no higher FAR
-        assert mean["SAE_t2_fdr"] > mean[f"{pca}_fdr"]
-        assert d00["SAE_t2_far"] <= d00[f"{pca}_far"]
+    assert len(res["mean_over"]) == 18 and (res["pca_lags"], res["pca_components"]) == (3, 200)
+    assert d00["SAE_t2_far"] <= 0.05 and d00["PCA_t2_far"] <= 0.05
+    for sae in ("SAE_t2", "SAE_spe"):
+        assert mean["PCA_t2_fdr"] > mean[f"{sae}_fdr"]
 
 
 def test_tep_one_shot_pca_numbers_are_todays(tmp_path, tep):
@@ -149,7 +151,9 @@ def test_tep_one_shot_pca_numbers_are_todays(tmp_path, tep):
     # existed (commit c0ba093): the PCA columns, which no training run changes. The limits come from
     # LAPACK (SVD) and a KDE root: equal to a relative 1e-9, not to the last digit, which differs by CPU
     # vendor (37.33488871394014 on AMD EPYC); the alarm counts are integers and stay exact.
-    assert main(["monitor", "--epochs", "3", "--faults", "0,1,5,6", "--json", str(tmp_path / "m.json")]) == 0
+    # The default PCA monitor is dynamic PCA since; these are PCA with 15 components and no lags.
+    assert main(["monitor", "--epochs", "3", "--faults", "0,1,5,6", "--pca-components", "15", "--pca-lags", "0",
+                 "--json", str(tmp_path / "m.json")]) == 0
     res = json.loads((tmp_path / "m.json").read_text())
     assert res["limits"]["PCA"] == {"t2": pytest.approx(28.69935238388639, rel=1e-9),
                                     "spe": pytest.approx(37.33488871394013, rel=1e-9)}
@@ -206,7 +210,8 @@ def test_tep_contributions_name_the_root_cause(tep):
 def test_tep_default_monitor_contributions_name_the_root_cause(tmp_path, tep):
     import csv
 
-    assert main(["monitor", "fit", "--out", str(tmp_path / "mon")]) == 0
+    # PCA with 15 components, no lags (the default PCA monitor's SPE has only its 8 smallest directions)
+    assert main(["monitor", "fit", "--pca-components", "15", "--pca-lags", "0", "--out", str(tmp_path / "mon")]) == 0
     assert main(["monitor", "score", str(tmp_path / "mon"), "--dataset", "tep", "--faults", "4,6",
                  "--out", str(tmp_path / "s")]) == 0
     for name, causes in (("d06_te", {"XMEAS(1)", "XMV(3)"}), ("d04_te", {"XMV(10)", "XMEAS(9)"})):
@@ -214,3 +219,30 @@ def test_tep_default_monitor_contributions_name_the_root_cause(tmp_path, tep):
             top = {r["monitor"]: r["variable"] for r in csv.DictReader(f)
                    if r["statistic"] == "spe" and r["rank"] == "1"}
         assert set(top) == {"SAE", "PCA"} and set(top.values()) <= causes, (name, top)
+
+
+def test_tep_benchmark_and_the_command_give_the_same_numbers(tmp_path, tep):
+    # benchmarks/monitor_tep.py's protocol is `monitor fit --holdout 0 --calibrate d00_te --far F --persist N`
+    # then `monitor score --dataset tep`: the same limits, the same detection and false-alarm rates
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import monitor_tep as bench
+
+    te, root = tep
+    common = ["--epochs", "2", "--holdout", "0", "--calibrate", "d00_te", "--far", "0.05", "--persist", "3"]
+    assert main(["monitor", "fit", *common, "--lags", "1", "--hidden", "104", "--beta", "0.003",
+                 "--pca-lags", "2", "--pca-components", "150", "--out", str(tmp_path / "mon")]) == 0
+    assert main(["monitor", "score", str(tmp_path / "mon"), "--dataset", "tep", "--faults", "0,5,21",
+                 "--out", str(tmp_path / "s"), "--json", str(tmp_path / "s.json")]) == 0
+    rows = {r["file"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    data = bench.load(root)
+    fitted = {"SAE": Monitor(bench.autoencoder(104, 0.003, 0, 2), holdout=0.0, lags=1).fit(data[0]),
+              "PCA": Monitor(PCAModel(150), holdout=0.0, lags=2).fit(data[0])}
+    for label, mon in fitted.items():
+        got = bench.judged(mon, data, 0.05, 3)
+        for s in ("t2", "spe"):
+            assert rows["d00_te"][f"{label}_{s}_far"] == got[s]["far_d00te"] <= 0.05
+            for f in (5, 21):
+                assert rows[f"d{f:02d}_te"][f"{label}_{s}_fdr"] == got[s]["per_fault"][f], (label, s, f)

@@ -12,7 +12,10 @@ from sparseae.cli import main
 from sparseae.errors import SparseAEError
 
 NAMES = [f"v{i}" for i in range(1, 7)]
-FAST = ["--hidden", "6", "--epochs", "30", "--lr", "0.01", "--beta", "0.001", "--pca-components", "6"]
+# PCA: static with 6 components (the default PCA monitor is dynamic PCA with 3 lags); with --lags 1 the tests
+# give PCA the same lag
+FAST = ["--hidden", "6", "--epochs", "30", "--lr", "0.01", "--beta", "0.001", "--pca-components", "6",
+        "--pca-lags", "0"]
 
 
 def _rows(seed, n, bias_at=None):
@@ -40,7 +43,8 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(files):
     d, normal, _ = files
-    assert main(["monitor", "fit", "--normal", normal, "--out", str(d / "mon"), "--lags", "1", *FAST]) == 0
+    assert main(["monitor", "fit", "--normal", normal, "--out", str(d / "mon"), "--lags", "1", *FAST,
+                 "--pca-lags", "1"]) == 0
     return d / "mon"
 
 
@@ -53,7 +57,7 @@ def _err_line(capsys) -> str:
 def test_fit_then_score_gives_the_one_shot_numbers(files, fitted, tmp_path, capsys):
     d, normal, test = files
     assert main(["monitor", "--normal", normal, "--test", test, "--onset", "100", "--lags", "1", *FAST,
-                 "--json", str(tmp_path / "one.json")]) == 0
+                 "--pca-lags", "1", "--json", str(tmp_path / "one.json")]) == 0
     assert main(["monitor", "score", str(fitted), test, "--onset", "100", "--out", str(tmp_path / "s"),
                  "--json", str(tmp_path / "two.json")]) == 0
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
@@ -195,7 +199,7 @@ def test_two_files_of_the_same_name_stay_two_rows(files, tmp_path, capsys):
         np.save(tmp_path / sub / "run.npy", _rows(6, 120, bias_at=bias_at))
     a, b = str(tmp_path / "a" / "run.npy"), str(tmp_path / "b" / "run.npy")
     assert main(["monitor", "--normal", normal, "--test", a, b, "--onset", "60", "--lags", "1", *FAST,
-                 "--json", str(tmp_path / "r.json")]) == 0
+                 "--pca-lags", "1", "--json", str(tmp_path / "r.json")]) == 0
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [r["file"] for r in rows] == [a, b]
     assert rows[0]["PCA_spe_fdr"] > 0.9 and rows[1]["PCA_spe_fdr"] < 0.1

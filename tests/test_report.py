@@ -97,6 +97,15 @@ def test_density_histogram_is_computed_when_missing(run_dir, tmp_path):
     _check_page(text)
 
 
+def test_a_metrics_csv_without_a_plotted_column_shows_the_runs_own_loss_png(run_dir):
+    path = run_dir / "metrics.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace("train_recon", "renamed"), *lines[1:]]) + "\n")  # a hand edit
+    text = render_report(run_dir)
+    _check_page(text)
+    assert "<h2>Loss curves</h2>" in text and "loss curves" in text  # the run's loss.png, not a traceback
+
+
 def test_report_of_a_missing_folder_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

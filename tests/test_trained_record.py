@@ -127,9 +127,10 @@ def test_resume_of_a_killed_run_with_an_edited_config_is_refused(tmp_path, capsy
     assert meta["step"] == 2 and not meta["finished"]  # killed after its first checkpoint
     _edit(out, "sparsity", "beta", 0.5)
     before = _digest(out)
-    _refused(capsys, ["train", "--resume", str(out), "--quiet"],
-             f"{out / 'config.json'} says sparsity.beta 0.5, the model was trained with 0.003",
-             str(out / "checkpoint" / meta["tensors"]))
+    for check in ([], ["--check"]):  # --check says what the resume itself would
+        _refused(capsys, ["train", "--resume", str(out), *check, "--quiet"],
+                 f"{out / 'config.json'} says sparsity.beta 0.5, the model was trained with 0.003",
+                 str(out / "checkpoint" / meta["tensors"]))
     assert (out / "checkpoint" / "state.json").read_bytes() == state
     assert _digest(out) == before
     # put back, it resumes, and the record still says how it was trained

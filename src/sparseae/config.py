@@ -48,9 +48,10 @@ MAX_PARAMETERS = 2**31
 # written before them lacks them and was trained without them: from_dict reads a missing one as that
 # value, and to_dict leaves it out while it has it, so an old config.json reads back as it is.
 ADDED_LATER: dict[str, dict[str, Any]] = {
-    "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False},
+    "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False,
+              "target_dim": None},
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None},
-    "train": {"lr_decay": 0.0},
+    "train": {"lr_decay": 0.0, "target": None, "target_key": None},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
 # threshold on mean raw activations; a dead unit is now one that never fires (objective/metrics.py).
@@ -65,6 +66,9 @@ class ModelConfig:
 
     input_dim: int = param(784, gt=0)
     """Number of input features (784 for 28x28 images)."""
+    target_dim: int | None = param(None, gt=0)
+    """A transcoder's output width: the features of train.target, which the model predicts from its input
+    (filled in from the data); None: an autoencoder, which reconstructs its input."""
     hidden: list[int] = param(factory=lambda: [256], gt=0, nonempty=True)
     """Encoder layer sizes; the last one is the code."""
     decoder: list[int] | None = param(None, gt=0)
@@ -85,10 +89,12 @@ class ModelConfig:
     """Transform fitted on the training data and stored with the model: none, standardize or zca."""
     input_scale: bool | None = None
     """Also multiply the (transformed) inputs by one number fitted on the training rows, stored with the model
-    and undone on output, so that their mean squared distance to their mean is input_dim * 0.3^2
-    (FashionMNIST's spread, where the defaults were tuned): a penalty weight then means the same on any data
-    (model/transforms.py). Default: yes for the l1, jumprelu, topk, batchtopk and matryoshka families on any
-    data but fashion-mnist (there the factor would be 0.98, and the recipes are measured without it)."""
+    and undone on output, so that their mean squared distance to their mean is about input_dim * 0.3^2
+    (FashionMNIST's spread, where the defaults were tuned): a penalty weight then means the same on any data.
+    The number is a power of two (within a factor sqrt(2) of the exact ratio), so that folding it into
+    exported weights changes no bit; a transcoder's input and target get one each (model/transforms.py).
+    Default: yes for the l1, jumprelu, topk, batchtopk and matryoshka families on any data but fashion-mnist
+    (there the factor would be 1, and the recipes are measured without it)."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
     topk: str = param(families.NONE, choices=TOPK_MODES)
@@ -136,11 +142,15 @@ class ModelConfig:
         acts[-1] = self.code_activation or self.activation
         return acts
 
+    def output_dim(self) -> int:
+        """Width of what the model outputs: the target's (a transcoder) or the input's."""
+        return self.input_dim if self.target_dim is None else self.target_dim
+
     def parameter_count(self) -> int:
         """A rough size of the model: its layers' weights (in x out each), plus the two d x d
         matrices of a ZCA transform."""
         enc = [self.input_dim, *self.hidden]
-        dec = [self.hidden[-1], *self.decoder_sizes(), self.input_dim]
+        dec = [self.hidden[-1], *self.decoder_sizes(), self.output_dim()]
         n = sum(a * b for a, b in zip(enc, enc[1:]))
         if not self.tied:
             n += sum(a * b for a, b in zip(dec, dec[1:]))
@@ -153,6 +163,8 @@ class ModelConfig:
         without a sparsity section), checked."""
         check_fields(self, "model")
         m = copy.deepcopy(self)
+        if m.target_dim is not None and m.pre_bias is None:
+            m.pre_bias = False  # a transcoder's b_dec is in the target's space (as in resolve)
         fill_defaults(family_of(m, None), m, {"model": m})
         m.check()
         return m
@@ -174,6 +186,8 @@ class ModelConfig:
                 raise SparseAEError(f"model.k must be at most the code size {self.hidden[-1]}; got {self.k}")
         if self.topk_kernel == "sparse":
             check_sparse_kernel(self)
+        if self.target_dim is not None:
+            check_transcoder(self)
         n = self.parameter_count()
         if n > MAX_PARAMETERS:
             raise SparseAEError(
@@ -327,6 +341,12 @@ class TrainConfig:
     """Array file for dataset 'array': .npy, .npz, .safetensors, .parquet or .csv (examples x features)."""
     data_key: str | None = None
     """Which array of a .npz/.safetensors file, or comma-separated columns of a .parquet file (dataset 'array')."""
+    target: str | None = None
+    """Array file of targets, row for row with train.data (dataset 'array'): train a transcoder, a sparse code
+    of each input row that predicts its target row (e.g. an MLP's output from its input); the loss and FVU
+    are measured against the target."""
+    target_key: str | None = None
+    """Which array of train.target's .npz/.safetensors file, or its .parquet columns (as train.data_key)."""
     val_fraction: float = param(0.1, gt=0, lt=1)
     """Share of the file's rows, taken from its end, used for validation (dataset 'array')."""
     stream: str = param("auto", choices=("auto", "yes", "no"))
@@ -344,7 +364,8 @@ class TrainConfig:
         """Keyword options for the data set's loader."""
         if self.dataset == "array":
             return {"path": self.data, "key": self.data_key, "val_fraction": self.val_fraction,
-                    "limit_train": self.limit_train, "stream": self.stream}
+                    "limit_train": self.limit_train, "stream": self.stream, "target": self.target,
+                    "target_key": self.target_key}
         if self.dataset != "patches":
             return {}
         return {"patch_size": self.patch_size, "num_patches": self.num_patches,
@@ -370,6 +391,9 @@ class TrainConfig:
         check_fields(self, "train")
         if self.dataset == "array" and not self.data:
             raise SparseAEError("dataset 'array' needs train.data, the path of the array file")
+        if self.target is not None and self.dataset != "array":
+            raise SparseAEError(f"train.target (a transcoder's targets) needs dataset 'array' with train.data, "
+                                f"the inputs row for row; dataset '{self.dataset}' has no targets")
 
 
 @dataclass
@@ -391,12 +415,17 @@ class RunConfig:
         self.sparsity.check(self.model)
         self.train.check()
         check_step_options(self.train, self.model, self.sparsity)
+        if self.train.target is not None:
+            check_transcoder(self.model)
         if self.train.optimizer in FULL_BATCH_OPTIMIZERS:
             check_full_batch_model(self.model, self.sparsity)
 
     def validate_stack(self, finetune: str) -> None:
         """validate(), and what greedy layer-wise training (apps/stacked.py) needs."""
         check_choice("finetune", finetune, FINETUNE_MODES)
+        if self.train.target is not None:
+            raise SparseAEError("a stack of autoencoders reconstructs its input: train.target (a transcoder's "
+                                "targets) cannot be used with it; use `sparseae train --target`")
         m = resolve(self).model
         if len(m.hidden) < 2:
             raise SparseAEError(f"a stack needs at least two hidden layers; got model.hidden {m.hidden}")
@@ -445,22 +474,26 @@ def batch_size_for(rows: int | None) -> int:
     return max(8, 2 ** int(math.log2(max(rows // 32, 1))))
 
 
-def resolve(requested: RunConfig, rows: int | None = None) -> RunConfig:
+def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None = None) -> RunConfig:
     """The configuration a run trains with: a copy of `requested` with every unset (None) setting filled in
     exactly once, by the sparsity family's record (families.py), then checked; the batch size from the
-    training `rows` when given (training/session.py knows them once the data is loaded). Pure: `requested` is
+    training `rows` and the rates that depend on the input's size from `input_dim` when given
+    (training/session.py knows them once the data is loaded). Pure: `requested` is
     left as it is. config.json records the result, so it says what was trained; an explicit value (flag, preset,
     config.json, Python) always wins. train, sweep, stack, monitor and the Python API all come through here."""
     for section in ("model", "sparsity", "train"):  # types and ranges first: the family is looked up by name
         check_fields(getattr(requested, section), section)
     c = copy.deepcopy(requested)
     m, s, t = c.model, c.sparsity, c.train
+    m.input_dim = m.input_dim if input_dim is None else input_dim
     if m.topk == families.NONE:
         m.topk = families.FAMILIES[s.penalty].code  # --penalty topk --k K is the short spelling
     if t.optimizer in FULL_BATCH_OPTIMIZERS and s.beta_warmup is None:
         s.beta_warmup = 0  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
     if s.auxk is None and m.topk_kernel == "sparse":
         s.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
+    if t.target is not None and m.pre_bias is None:
+        m.pre_bias = False  # b_dec is in the target's space: it has no place in the input's
     if m.input_scale is None and t.dataset == "fashion-mnist":
         m.input_scale = False  # the data the recipes were tuned on, at the scale they were tuned at
     fill_defaults(family_of(m, s), m, {"model": m, "sparsity": s, "train": t})
@@ -478,6 +511,27 @@ def check_sparse_kernel(model: ModelConfig) -> None:
     if model.layer_activations()[-1] != "relu" or model.output_activation != "linear":
         raise SparseAEError("model.topk_kernel 'sparse' needs model.code_activation 'relu' and "
                             "model.output_activation 'linear'")
+
+
+def check_transcoder(model: ModelConfig) -> None:
+    """What a transcoder (an input mapped to another target, train.target) cannot be."""
+    why = None
+    if model.tied:
+        why = "model.tied (the decoder maps to the target, not back to the input)"
+    elif model.pre_bias:
+        why = "model.pre_bias (b_dec is the target's bias: it cannot be subtracted from the input)"
+    elif model.input_transform != "none":
+        why = f"model.input_transform '{model.input_transform}' (fitted on the input, not the target; " \
+              "model.input_scale fits one gain to each)"
+    elif model.output_activation not in (None, "linear"):
+        why = f"model.output_activation '{model.output_activation}' (a module's output is not confined to its range)"
+    elif model.topk == families.MP:
+        why = "model.topk 'mp' (a pursuit over the decoder's columns codes the target, which encoding never sees)"
+    elif model.topk_kernel == "sparse":
+        why = "model.topk_kernel 'sparse'"
+    if why is not None:
+        raise SparseAEError(f"a transcoder (train.target) cannot be trained with {why}; use a one-layer untied "
+                            "model with a linear output, e.g. --penalty topk --k K")
 
 
 def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: SparsityConfig) -> None:

@@ -8,6 +8,13 @@ batch * positions rows, the layout of a transformer's residual stream (nn.Transf
 batch_first=True); anything of more dimensions (a CNN's (batch, channels, height, width)) one row per
 example. Once the hook has fired, the rest of the model is not run (the forward pass is stopped).
 
+`site="both"` records the module's input and output in the same pass (one forward hook, which sees both)
+for a transcoder: two .npy files beside each other, named from `out` ("acts.npy" -> "acts.in.npy" and
+"acts.out.npy"), row i of one the input whose output is row i of the other (their widths may differ);
+`sparseae train --dataset array --data acts.in.npy --target acts.out.npy` reads them as such. Two plain
+files rather than one file of two named tensors, because each is streamed to disk as it comes and each is
+what `--data` (or a user's numpy) reads.
+
 The rows are copied into one preallocated chunk (`chunk_bytes`, default 32 MiB) that is written out
 whenever it fills, so at most one chunk and one batch are held, whatever the file's size. The file is
 a plain version-1.0 .npy: a header of HEADER_BYTES reserved first and filled in with the final shape at
@@ -21,6 +28,7 @@ float32, float64), except bfloat16, which numpy lacks: written as float32, exact
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -33,7 +41,7 @@ from ..errors import SparseAEError, first_line
 from ..run.files import atomic_write
 from ..run.output import claim_file
 
-SITES = ("in", "out")
+SITES = ("in", "out", "both")
 HEADER_BYTES = 128  # magic, version, length and the header dict, padded: room for any 2-D shape
 CHUNK_BYTES = 32 << 20
 
@@ -55,6 +63,9 @@ class Collected:
     chunk_rows: int
     peak_rows_held: int
     """The most rows collect held at once in its chunk (never more than chunk_rows)."""
+    target: Path | None = None
+    """site 'both': the file of the module's outputs (`path` holds its inputs)."""
+    target_features: int | None = None
 
 
 def find_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -178,18 +189,46 @@ def _call(model: torch.nn.Module, batch: Any, dtype: torch.dtype, device: torch.
 
 
 def _hook(module: torch.nn.Module, site: str, caught: list[torch.Tensor]):
-    """Register the hook that puts the activations of `site` in `caught`, then stops the forward pass."""
-    def keep(value: Any) -> None:
+    """Register the hook that puts the activations of `site` in `caught` (input, then output, for 'both'),
+    then stops the forward pass."""
+    def keep(value: Any, where: str) -> None:
         if isinstance(value, (tuple, list)):
             value = value[0] if value else None
         if not isinstance(value, torch.Tensor):
-            raise SparseAEError(f"the hooked {site}put is a {type(value).__name__}, not a tensor")
+            raise SparseAEError(f"the hooked {where}put is a {type(value).__name__}, not a tensor")
         caught.append(value.detach())
+
+    def keep_and_stop(*values: tuple[Any, str]) -> None:
+        for value, where in values:
+            keep(value, where)
         raise _Stop
 
     if site == "in":
-        return module.register_forward_pre_hook(lambda m, args: keep(args))
-    return module.register_forward_hook(lambda m, args, output: keep(output))
+        return module.register_forward_pre_hook(lambda m, args: keep_and_stop((args, "in")))
+    if site == "both":
+        return module.register_forward_hook(lambda m, args, output: keep_and_stop((args, "in"), (output, "out")))
+    return module.register_forward_hook(lambda m, args, output: keep_and_stop((output, "out")))
+
+
+def claim_outputs(out: str | os.PathLike, site: str, overwrite: bool = False) -> list[Path]:
+    """The file(s) `collect` writes for `out`, claimed (run/output.py): out itself, or for site 'both' its
+    .in.npy and .out.npy."""
+    path = Path(out)
+    if site == "both" and path.suffix.lower() == ".npy":
+        paths = [path.with_name(f"{path.stem}.{where}.npy") for where in ("in", "out")]
+    else:
+        paths = [path]
+    paths = [claim_file(p, "--out", overwrite) for p in paths]
+    if path.suffix.lower() != ".npy":
+        raise SparseAEError(f"--out {path}: activations are written as .npy; name a file ending in .npy")
+    return paths
+
+
+def _atomic_files(paths: list[Path], write, tmps: tuple[str, ...] = ()) -> None:
+    """write(temp paths), then each renamed onto its path; on any error no file is left (atomic_write's)."""
+    if not paths:
+        return write(list(tmps))
+    atomic_write(paths[0], lambda tmp: _atomic_files(paths[1:], write, (*tmps, tmp)))
 
 
 def numpy_rows(acts: torch.Tensor) -> np.ndarray:
@@ -206,15 +245,13 @@ def numpy_rows(acts: torch.Tensor) -> np.ndarray:
 def collect(model: torch.nn.Module, layer: str, data: Any, out: str | os.PathLike, site: str = "out",
             max_rows: int | None = None, batch_size: int = 256, chunk_bytes: int = CHUNK_BYTES,
             progress: bool = True, overwrite: bool = False) -> Collected:
-    """Dump the activations at `site` ('out' or 'in') of `model`'s submodule `layer` for `data` to the .npy
-    file `out` (module docstring); at most `max_rows` rows. Returns what was written."""
+    """Dump the activations at `site` ('out', 'in' or 'both') of `model`'s submodule `layer` for `data` to the
+    .npy file `out` (module docstring: 'both' writes two); at most `max_rows` rows. Returns what was written."""
     if site not in SITES:
-        raise SparseAEError(f"site must be 'in' or 'out', got {site!r}")
+        raise SparseAEError(f"site must be one of {', '.join(SITES)}; got {site!r}")
     if max_rows is not None and max_rows <= 0:
         raise SparseAEError(f"max rows must be positive, got {max_rows}")
-    path = claim_file(out, "--out", overwrite)
-    if path.suffix.lower() != ".npy":
-        raise SparseAEError(f"--out {path}: activations are written as .npy; name a file ending in .npy")
+    paths = claim_outputs(out, site, overwrite)
     module = find_module(model, layer)
     it, total = batches(data, batch_size)
     dtype, device = model_dtype_device(model)
@@ -224,41 +261,53 @@ def collect(model: torch.nn.Module, layer: str, data: Any, out: str | os.PathLik
     handle = _hook(module, site, caught)
     model.eval()
     try:
-        atomic_write(path, lambda tmp: _run(model, it, total, (dtype, device), caught, tmp,
-                                            (max_rows, chunk_bytes, progress), stats))
+        _atomic_files(paths, lambda tmps: _run(model, it, total, (dtype, device), caught, tmps,
+                                               (max_rows, chunk_bytes, progress), stats))
     finally:
         handle.remove()
         for m, training in modes:
             m.training = training
-    w = stats["writer"]
-    return Collected(path, w.rows, w.buf.shape[1], w.buf.dtype.name, stats["batches"], w.chunks, len(w.buf), w.peak)
+    w, *rest = stats["writers"]
+    target = dict(target=paths[1], target_features=rest[0].buf.shape[1]) if rest else {}
+    return Collected(paths[0], w.rows, w.buf.shape[1], w.buf.dtype.name, stats["batches"], w.chunks, len(w.buf),
+                     w.peak, **target)
 
 
-def _run(model, it, total, where, caught, tmp, options, stats) -> None:
-    """The loop of `collect`, writing into the temp file `tmp`."""
+def _run(model, it, total, where, caught, tmps, options, stats) -> None:
+    """The loop of `collect`, writing into the temp files `tmps` (one per hooked site)."""
+    with ExitStack() as stack:
+        files = [stack.enter_context(open(tmp, "r+b")) for tmp in tmps]
+        stack.enter_context(torch.no_grad())
+        _loop(model, it, total, where, caught, files, options, stats)
+
+
+def _loop(model, it, total, where, caught, files, options, stats) -> None:
     max_rows, chunk_bytes, progress = options
-    with open(tmp, "r+b") as f, torch.no_grad():
-        writer, n = _Writer(f, chunk_bytes), 0
-        stats["writer"] = writer
-        for batch in tqdm(it, total=total, disable=not progress, unit="batch", dynamic_ncols=True):
-            caught.clear()
-            try:
-                _call(model, batch, *where)
-            except _Stop:
-                pass
-            if not caught:
-                raise SparseAEError("the hook never fired: the model's forward pass does not call that submodule "
-                                    "(a fused fast path, e.g. nn.TransformerEncoderLayer's in eval mode, skips its "
-                                    "children; hook the layer itself)")
-            rows = numpy_rows(caught[0])
-            if max_rows is not None:
-                rows = rows[:max_rows - writer.rows - writer.filled]
-            writer.add(rows)
-            n += 1
-            if max_rows is not None and writer.rows + writer.filled >= max_rows:
-                break
-        stats["batches"] = n
-        writer.finish()
+    writers = stats["writers"] = [_Writer(f, chunk_bytes) for f in files]
+    n = written = 0
+    for batch in tqdm(it, total=total, disable=not progress, unit="batch", dynamic_ncols=True):
+        caught.clear()
+        try:
+            _call(model, batch, *where)
+        except _Stop:
+            pass
+        if not caught:
+            raise SparseAEError("the hook never fired: the model's forward pass does not call that submodule "
+                                "(a fused fast path, e.g. nn.TransformerEncoderLayer's in eval mode, skips its "
+                                "children; hook the layer itself)")
+        rows = [numpy_rows(c) for c in caught]
+        if len({len(r) for r in rows}) > 1:
+            raise SparseAEError(f"the hooked input gives {len(rows[0])} rows per batch and the output "
+                                f"{len(rows[1])}: a transcoder's files need one output row per input row")
+        keep = len(rows[0]) if max_rows is None else min(len(rows[0]), max_rows - written)
+        for r, w in zip(rows, writers):
+            w.add(r[:keep])
+        n, written = n + 1, written + keep
+        if max_rows is not None and written >= max_rows:
+            break
+    stats["batches"] = n
+    for w in writers:
+        w.finish()
 
 
 # --- the command line's inputs: a model factory and an array file ------------------------------------

@@ -9,6 +9,11 @@ pretrained_sae_loaders.py; eai-sparsify 1.3: `SparseCoder.load_from_disk`, spars
   b_enc); decode: acts @ W_dec + b_dec. act: ReLU (standard), ReLU of the k largest (topk),
   ReLU(z) * (z > threshold) (jumprelu). SAELens saves a trained BatchTopK SAE for inference as jumprelu
   with its learned batch threshold in every unit: so does this exporter (BatchTopK, Matryoshka).
+- SAELens transcoders (sae_lens/saes/transcoder.py): architecture 'transcoder' (ReLU) or
+  'jumprelu_transcoder', cfg.json with d_out and apply_b_dec_to_input false (its TranscoderConfig refuses
+  true), W_dec [d_sae, d_out], b_dec [d_out]; encode: act(x @ W_enc + b_enc); decode as above. SAELens has
+  no TopK transcoder, so a sparseae TopK transcoder is refused; L1, JumpReLU and a trained BatchTopK
+  (as 'jumprelu_transcoder', its threshold in every unit) are written. Transcoders are not imported.
 - sparsify: `cfg.json` (d_in, num_latents or expansion_factor, k, activation 'topk', skip_connection,
   transcode) and `sae.safetensors`: encoder.weight [n, d_in], encoder.bias [n], W_dec [n, d_in], b_dec
   [d_in]; encode: the k largest of ReLU((x - b_dec) W^T + b); decode: acts @ W_dec + b_dec.
@@ -16,7 +21,8 @@ pretrained_sae_loaders.py; eai-sparsify 1.3: `SparseCoder.load_from_disk`, spars
 sparseae's one-layer model is the same function: encoder.0.weight = W_enc^T, decoder.0.weight = W_dec^T,
 its output bias is b_dec and `pre_bias` is apply_b_dec_to_input. A model trained with an input gain
 (model.input_scale: inputs times g, outputs divided by g) is exported with g folded in: W_enc * g,
-W_dec / g, b_dec / g, the same function of the raw rows. What neither format can hold is refused in one
+W_dec / g, b_dec / g, the same function of the raw rows (a transcoder: W_enc times its input's gain, W_dec
+and b_dec divided by its target's). What neither format can hold is refused in one
 line before anything is written: several layers, a non-linear output, a fitted input transform, a code
 other than ReLU (a KL model's sigmoid), a pursuit code.
 
@@ -47,6 +53,8 @@ FILES = {"saelens": ("cfg.json", "sae_weights.safetensors"), "sparsify": ("cfg.j
 # SAELens's architecture names (and sparsify's activation 'topk'): two are spelled as sparseae's families
 STANDARD, TOPK, JUMPRELU = "standard", families.TOPK, families.JUMPRELU
 ARCHITECTURES = (STANDARD, TOPK, JUMPRELU)
+TRANSCODERS = {STANDARD: "transcoder", JUMPRELU: "jumprelu_transcoder"}
+"""SAELens's architecture of a transcoder (a decoder into another space, d_out) of each code."""
 SAELENS_FORMAT_VERSION = "6.0.0"
 """metadata.sae_lens_version of an exported cfg.json: the 6.x layout it follows (SAELens reads an older
 or missing version by its pre-6 rules)."""
@@ -74,6 +82,14 @@ class OneLayerSAE:
     def d_sae(self) -> int:
         return self.W_enc.shape[1]
 
+    @property
+    def d_out(self) -> int:
+        return self.W_dec.shape[1]
+
+    @property
+    def transcoder(self) -> bool:
+        return self.architecture in TRANSCODERS.values()
+
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
         if self.threshold is not None:
@@ -86,7 +102,7 @@ class OneLayerSAE:
         if self.architecture == TOPK:
             vals, idx = z.topk(self.k, dim=-1)
             acts = torch.zeros_like(z).scatter_(-1, idx, vals.relu())
-        elif self.architecture == JUMPRELU:
+        elif self.architecture in (JUMPRELU, TRANSCODERS[JUMPRELU]):
             acts = z.relu() * (z > self.threshold)
         else:
             acts = z.relu()
@@ -110,6 +126,8 @@ def check_exportable(model: ModelConfig) -> None:
         why = f"its code layer is '{model.topk}'"
     elif model.topk != families.JUMPRELU and code_act != "relu":
         why = f"its code activation is '{code_act}', not ReLU (a KL model's sigmoid code has no SAELens form)"
+    elif model.target_dim is not None and model.topk == families.TOPK:
+        why = "it is a TopK transcoder (SAELens's transcoders are 'transcoder', ReLU, and 'jumprelu_transcoder')"
     if why is not None:
         raise SparseAEError(f"this model cannot be written as a SAELens SAE: {why}; SAELens holds one-layer ReLU "
                             "SAEs (L1 'standard', TopK, BatchTopK, JumpReLU, Matryoshka) with a linear decoder")
@@ -120,22 +138,26 @@ def one_layer_sae(model) -> OneLayerSAE:
     """The SAE a one-layer sparseae model computes (checked by check_exportable), input gain folded in."""
     c = model.config
     check_exportable(c)
-    gain = model.input_transform.gain.double() if getattr(model.input_transform, "rescale", False) else 1.0
+    g_in, g_out = model.input_transform.input_gain().double(), model.input_transform.output_gain().double()
     enc = model.encoder[0]
-    W_enc = (enc.weight.double() * gain).t()
-    W_dec = (model.decoder_weights()[0].double() / gain).t()
-    b_dec = model.output_bias().double() / gain
+    W_enc = (enc.weight.double() * g_in).t()
+    W_dec = (model.decoder_weights()[0].double() / g_out).t()
+    b_dec = model.output_bias().double() / g_out
     parts = dict(W_enc=W_enc.float(), b_enc=enc.bias.float(), W_dec=W_dec.float(), b_dec=b_dec.float(),
                  apply_b_dec_to_input=bool(c.pre_bias))
+    names = TRANSCODERS if c.target_dim is not None else {STANDARD: STANDARD, JUMPRELU: JUMPRELU}
     if c.topk == families.JUMPRELU:
-        return OneLayerSAE(JUMPRELU, threshold=model.gate_threshold().float(), **parts)
+        return OneLayerSAE(names[JUMPRELU], threshold=model.gate_threshold().float(), **parts)
     if c.topk == families.BATCHTOPK and float(model.batchtopk_threshold) >= 0:
         # as SAELens saves its own BatchTopK for inference: a JumpReLU with the batch threshold everywhere
         t = torch.full((c.hidden[-1],), float(model.batchtopk_threshold))
-        return OneLayerSAE(JUMPRELU, threshold=t, **parts)
+        return OneLayerSAE(names[JUMPRELU], threshold=t, **parts)
     if c.topk in (families.TOPK, families.BATCHTOPK):  # a BatchTopK never trained keeps k per example
+        if c.target_dim is not None:
+            raise SparseAEError("this BatchTopK transcoder never learned its threshold, and SAELens has no TopK "
+                                "transcoder: nothing exported")
         return OneLayerSAE(TOPK, k=c.k, **parts)
-    return OneLayerSAE(STANDARD, **parts)
+    return OneLayerSAE(names[STANDARD], **parts)
 
 
 def saelens_cfg(sae: OneLayerSAE, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +165,8 @@ def saelens_cfg(sae: OneLayerSAE, metadata: dict[str, Any]) -> dict[str, Any]:
     cfg: dict[str, Any] = {"architecture": sae.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae,
                            "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": sae.apply_b_dec_to_input,
                            "normalize_activations": "none", "reshape_activations": "none"}
+    if sae.transcoder:
+        cfg["d_out"] = sae.d_out
     if sae.architecture == TOPK:
         cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
     cfg["metadata"] = {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
@@ -152,6 +176,8 @@ def saelens_cfg(sae: OneLayerSAE, metadata: dict[str, Any]) -> dict[str, Any]:
 
 def sparsify_files(sae: OneLayerSAE, normalized: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """sparsify's cfg.json and tensors for a TopK SAE that subtracts b_dec first (what SparseCoder computes)."""
+    if sae.transcoder:
+        raise SparseAEError("sparseae writes transcoders in SAELens's layout only: use --format saelens")
     if sae.architecture != TOPK or not sae.apply_b_dec_to_input:
         raise SparseAEError("sparsify holds TopK SAEs that subtract b_dec from the input (pre_bias); this one is "
                             f"'{sae.architecture}'{'' if sae.apply_b_dec_to_input else ' without pre_bias'}: "

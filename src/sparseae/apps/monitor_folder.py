@@ -6,9 +6,10 @@
 - `select_runs`, `score_sources` and `calibration_runs` turn a command's data settings (the user's files
   or the Tennessee Eastman runs) into runs; the other settings are one `MonitorSettings`
   (monitor_settings.py).
-- `fit_monitors` fits one `Monitor` per model (the sparse autoencoder and the PCA baseline) on the
-  normal runs, with the same lags, limits and alarm rule, and `evaluate` gives the table of false-alarm
-  rates, detection rates and delays that the one-shot command prints.
+- `fit_monitors` fits one `Monitor` per model on the normal runs, with the same limits and alarm rule;
+  `fit_sae_and_pca` the command's two (the sparse autoencoder with `lags`, dynamic PCA with its own
+  `pca_lags`), and `table` gives the table of false-alarm rates, detection rates and delays that the
+  one-shot command prints.
 - A monitor folder (`save_folder`, `load_folder`): monitors.json (which monitors, the variables, what
   they were fitted on) and one sub-folder per monitor (`Monitor.save`). It is claimed as a whole
   (run/output.py): an occupied folder is refused unless replacing was asked for, and a replaced one
@@ -251,11 +252,16 @@ def fit_monitors(models: dict[str, Reconstructor], normal: list[Run], *, alpha: 
 
 def fit_sae_and_pca(normal: list[Run], settings: MonitorSettings, autoencoder: dict[str, Any],
                     calibrate: list[Run] | None = None) -> tuple[dict[str, Monitor], dict[str, float]]:
-    """The command's two monitors, 'SAE' (the estimator with the parameters `autoencoder`) and 'PCA',
-    fitted with `settings` (fit_monitors)."""
-    models = {"SAE": AutoencoderModel(**autoencoder), "PCA": PCAModel(settings.pca_components)}
-    return fit_monitors(models, normal, alpha=settings.alpha, limit=settings.limit, holdout=settings.holdout,
-                        lags=settings.lags, persist=settings.persist, calibrate=calibrate, far=settings.far)
+    """The command's two monitors, 'SAE' (the estimator with the parameters `autoencoder`, `lags`) and
+    'PCA' (settings.pca_width components, its own `pca_lags`), fitted with `settings` (fit_monitors)."""
+    common = {"alpha": settings.alpha, "limit": settings.limit, "holdout": settings.holdout,
+              "persist": settings.persist, "calibrate": calibrate, "far": settings.far}
+    monitors, seconds = fit_monitors({"SAE": AutoencoderModel(**autoencoder)}, normal, lags=settings.lags, **common)
+    # per run: lags never join two runs, so each loses its first pca_lags rows
+    rows = sum(len(r.rows) - settings.pca_lags for r in normal) + settings.pca_lags
+    pca = PCAModel(settings.pca_width(normal[0].rows.shape[1], rows))
+    more, more_seconds = fit_monitors({"PCA": pca}, normal, lags=settings.pca_lags, **common)
+    return {**monitors, **more}, {**seconds, **more_seconds}
 
 
 # --- the table -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import families
-from ..apps.monitor_settings import AUTOENCODER_START, SETTINGS, MonitorSettings
+from ..apps.monitor_settings import AUTOENCODER_START, RECOMMENDATION, SETTINGS, MonitorSettings
 from ..config import RunConfig
 from ..errors import SparseAEError
 from . import args as flags
@@ -59,7 +59,7 @@ def _monitor_fitting(p: argparse.ArgumentParser) -> None:
     lim = p.add_argument_group("control limits")
     flags.add(lim, "--limit", "--alpha", "--holdout", "--calibrate", "--far", "--pca-components")
     rule = p.add_argument_group("alarm rule and inputs")
-    flags.add(rule, "--persist", "--lags")
+    flags.add(rule, "--persist", "--lags", "--pca-lags")
     _add_estimator(p, MONITOR_START)
 
 
@@ -134,13 +134,14 @@ def _describe_fit(settings: MonitorSettings, params, data, monitors, seconds, ca
                   f"{100 * cal['far']:g}% alarms")
     else:
         limits = f"limits: {settings.limit}, alpha {settings.alpha}, holdout {settings.holdout}"
-    lines = [f"normal rows: {n_rows} x {normal[0].rows.shape[1]} from {data.source}; {limits}"]
-    if settings.lags or mon.persist != 1:
-        lines.append(f"inputs: each row with its {settings.lags} predecessors ({len(mon.scaler_.mean_)} columns); "
-                     f"alarm rule: {mon.persist} consecutive rows above the limit")
+    lines = [f"normal rows: {n_rows} x {normal[0].rows.shape[1]} from {data.source}; {limits}; "
+             "alarm rule: " + ("every row above the limit" if mon.persist == 1 else
+                               f"{mon.persist} consecutive rows above the limit")]
+    pca = monitors["PCA"]
     lines.append(f"SAE: hidden {params['hidden']}, {params['activation']}, {params['penalty']} (rho {params['rho']}, "
-                 f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs: fitted "
-                 f"in {seconds['SAE']:.1f} s; PCA: {settings.pca_components} components, {seconds['PCA']:.2f} s")
+                 f"beta {params['beta']}), weight decay {params['weight_decay']}, {params['epochs']} epochs, lags "
+                 f"{settings.lags}: fitted in {seconds['SAE']:.1f} s; PCA: {pca.model.components} components, lags "
+                 f"{pca.lags} ({len(pca.scaler_.mean_)} columns), {seconds['PCA']:.2f} s")
     return lines
 
 
@@ -189,13 +190,16 @@ def run_monitor_benchmark(args: argparse.Namespace) -> int:
     if calibrate and any(r.key in {t.key for t in data.tests} for r in calibrate):
         print("(the limits were set on " + ", ".join(r.key for r in calibrate) + ": its false-alarm rate is "
               "in-sample)")
+    print(RECOMMENDATION)
     total = time.perf_counter() - t_start
     print(f"total {total:.1f} s")
     if args.json:
         mon = next(iter(monitors.values()))
         _write_json(args.json, {"source": data.source, "limit": settings.limit, "alpha": settings.alpha,
                                 "holdout": settings.holdout, "limits": {m: mon.limits for m, mon in monitors.items()},
-                                "lags": settings.lags, "persist": mon.persist, "calibration": mon.calibration,
+                                "lags": settings.lags, "pca_lags": settings.pca_lags,
+                                "pca_components": monitors["PCA"].model.components,
+                                "persist": mon.persist, "calibration": mon.calibration,
                                 "fit_seconds": seconds, "rows": rows, "mean": mean, "mean_over": data.scored,
                                 "seconds": total})
     return 0
@@ -216,6 +220,7 @@ def run_monitor_fit(args: argparse.Namespace) -> int:
         print(line)
     for label, mon in monitors.items():
         print(f"{label} limits: T2 {mon.limits['t2']:.6g}, SPE {mon.limits['spe']:.6g}")
+    print(RECOMMENDATION)
     print(f"wrote {out} (monitors.json, " + ", ".join(f"{m}/" for m in monitors) + ")")
     return 0
 
@@ -257,8 +262,9 @@ def _print_scores(args: argparse.Namespace, monitors, info, data, rows, mean) ->
     labels = list(monitors)
     mon = next(iter(monitors.values()))
     rule = ", ".join(f"{m} {info['persist'][m]}" for m in labels)
-    print(f"monitor folder {args.mon_dir}: {', '.join(labels)}; {len(mon.variables)} variables, lags "
-          f"{mon.lags}; alarm rule: consecutive rows above the limit: {rule}")
+    lags = ", ".join(f"{m} {info['lags'][m]}" for m in labels)
+    print(f"monitor folder {args.mon_dir}: {', '.join(labels)}; {len(mon.variables)} variables, lags: {lags}; "
+          f"alarm rule: consecutive rows above the limit: {rule}")
     for m, one in monitors.items():
         if one.calibration and args.persist and args.persist != one.calibration["persist"]:
             print(f"note: {m}'s limits were set for an alarm rule of {one.calibration['persist']} rows, "

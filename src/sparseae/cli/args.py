@@ -138,6 +138,8 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--target-val-mse": ("train", "target_val_mse", {"type": float}),
     "--data": ("train", "data", {"metavar": "PATH"}),
     "--data-key": ("train", "data_key", {}),
+    "--target": ("train", "target", {"metavar": "PATH"}),
+    "--target-key": ("train", "target_key", {}),
     "--val-fraction": ("train", "val_fraction", {"type": float}),
     "--stream": ("train", "stream", {}),
     "--checkpoint-every": ("train", "checkpoint_every", {"type": int}),
@@ -194,8 +196,9 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
                         "function of no arguments there that returns the nn.Module (with its trained weights)"},
     "--layer": {"metavar": "NAME", "help": "the submodule to hook, as model.named_modules() names it (e.g. "
                                            "encoder.layers.0)"},
-    "--site": {"choices": ["out", "in"], "default": "out",
-               "help": "record the submodule's output or its (first) input (default: %(default)s)"},
+    "--site": {"choices": ["out", "in", "both"], "default": "out",
+               "help": "record the submodule's output, its (first) input, or both in one pass for a transcoder "
+                       "(--out X.npy then writes X.in.npy and X.out.npy) (default: %(default)s)"},
     "--max-rows": {"type": int, "metavar": "N", "help": "stop after N rows (default: all the data gives)"},
     "--format": {"choices": ["saelens", "sparsify"], "default": "saelens",
                  "help": "saelens: cfg.json + sae_weights.safetensors (SAE.load_from_disk); sparsify: cfg.json + "
@@ -251,8 +254,8 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
     # the monitor's settings: defaults from apps/monitor_settings.py (MonitorSettings); --persist and
     # --far stay None when not given (score: the folder's rule; --far needs --calibrate)
     "--lags": {"type": int, "default": MONITOR.lags,
-               "help": "time-lagged inputs: each row stacked with its L predecessors, for the autoencoder and "
-                       "PCA alike (dynamic PCA); the first L rows of a file get no statistic (default: %(default)s)"},
+               "help": "the autoencoder's time-lagged inputs: each row stacked with its L predecessors (PCA: "
+                       "--pca-lags); the first L rows of a file get no statistic (default: %(default)s)"},
     "--persist": {"type": int,
                   "help": f"alarm rule: an alarm after N consecutive rows above the limit (default: {MONITOR.persist}; "
                           "score: the monitor folder's)"},
@@ -274,7 +277,11 @@ OTHER_FLAGS: dict[str, dict[str, Any]] = {
                   "help": "share of the normal rows (the last ones) kept out of fitting; the limits come from "
                           "their statistics (default: %(default)s; 0: limits from the training rows)"},
     "--pca-components": {"type": int, "default": MONITOR.pca_components,
-                         "help": "PCA baseline components (default: %(default)s)"},
+                         "help": "PCA monitor components (default: all but the 8 smallest directions of its "
+                                 "lagged rows, fewer than its fitting rows: 200 on Tennessee Eastman)"},
+    "--pca-lags": {"type": int, "default": MONITOR.pca_lags,
+                   "help": "time lags of the PCA monitor, its own (dynamic PCA; --lags is the autoencoder's) "
+                           "(default: %(default)s)"},
     # cluster
     "--graph": {"help": f"built-in graph ({', '.join(GRAPHS)}) or a file: an adjacency matrix (.npy, square "
                         ".csv) or an edge list (rows 'u v [weight]')"},

@@ -23,21 +23,23 @@ def run_activations(args: argparse.Namespace) -> int:
     for flag in ("--model", "--layer", "--data", "--out"):
         if getattr(args, flags.dest(flag)) is None:
             raise SparseAEError(f"{flag} is required")
-    from ..apps.activations import collect, load_factory, open_inputs
-    from ..run.output import claim_file
+    from ..apps.activations import claim_outputs, collect, load_factory, open_inputs
     from ..training.loop import resolve_device
 
     # every flag checked before the model is built (its factory may train it) or any data read
     for flag, value in (("--batch-size", args.batch_size), ("--max-rows", args.max_rows)):
         if value is not None and value <= 0:
             raise SparseAEError(f"{flag} must be a positive integer, got {value}")
-    claim_file(args.out, "--out", args.overwrite)
-    if not str(args.out).lower().endswith(".npy"):
-        raise SparseAEError(f"--out {args.out}: activations are written as .npy; name a file ending in .npy")
+    claim_outputs(args.out, args.site, args.overwrite)
     inputs = open_inputs(args.data, args.data_key)
     model = load_factory(args.model).to(resolve_device(args.device or flags.DEFAULT_DEVICE))
     done = collect(model, args.layer, inputs, args.out, site=args.site, max_rows=args.max_rows,
                    batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.quiet, overwrite=args.overwrite)
+    if done.target is not None:
+        print(f"wrote {done.path} and {done.target}: {done.rows} rows, {done.features} input and "
+              f"{done.target_features} output features {done.dtype} ({args.layer}, {done.batches} batches); train "
+              f"a transcoder on them with: sparseae train --dataset array --data {done.path} --target {done.target}")
+        return 0
     print(f"wrote {done.path}: {done.rows} x {done.features} {done.dtype} ({args.layer} {args.site}put, "
           f"{done.batches} batches); train on it with: sparseae train --dataset array --data {done.path}")
     return 0

@@ -12,6 +12,11 @@ of every block of lines). Every format exposes the same thing: the shape and
 `val_fraction`), checks every value once (one pass, which also gives the
 per-feature mean and standard deviation), and either loads small files into
 memory or streams large ones in shuffled chunks (`StreamBatches`).
+
+A transcoder's data (`--data IN --target OUT`) is one `PairedArrayFile`: each row is the input row
+followed by its target row, so shuffling, streaming, the value check, the statistics and the validation
+split treat a pair as one row; `ArrayData.target_dim` (and the `Dataset`'s) says where the target
+starts, and the model splits the row (model/autoencoder.py).
 """
 from __future__ import annotations
 
@@ -351,6 +356,23 @@ def open_array(path: str | os.PathLike, key: str | None = None) -> ArrayFile:
     raise SparseAEError(f"data file {p}: unknown format '{suffix}'; known: {', '.join(FORMATS)}")
 
 
+class PairedArrayFile(ArrayFile):
+    """Two array files of the same rows side by side: each row is `inputs`' row, then `targets`' row."""
+
+    def __init__(self, inputs: ArrayFile, targets: ArrayFile):
+        if inputs.n_rows != targets.n_rows:
+            raise SparseAEError(f"the target file {targets.path} has {targets.n_rows} rows but the data file "
+                                f"{inputs.path} has {inputs.n_rows}; a transcoder needs one target row per input row")
+        self.inputs, self.targets = inputs, targets
+        self.path, self.n_rows, self.n_cols = inputs.path, inputs.n_rows, inputs.n_cols + targets.n_cols
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([self.inputs.read(start, stop), self.targets.read(start, stop)], axis=1)
+
+    def describe(self) -> str:
+        return f"{self.inputs.describe()} with targets {self.targets.describe()}"
+
+
 def available_memory() -> int:
     """Bytes of memory available to new allocations (MemAvailable on Linux)."""
     try:
@@ -421,10 +443,16 @@ class ArrayData:
     """Statistics of the training rows, once `prepare` has scanned them."""
 
     def __init__(self, path: str | os.PathLike, key: str | None = None, val_fraction: float = 0.1,
-                 limit_train: int | None = None):
+                 limit_train: int | None = None, target: str | os.PathLike | None = None,
+                 target_key: str | None = None):
         if not 0.0 < val_fraction < 1.0:
             raise SparseAEError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.array = open_array(path, key)
+        self.target_dim = 0
+        """Width of the target part of each row (the last columns); 0 without train.target."""
+        if target is not None:
+            self.array = PairedArrayFile(self.array, open_array(target, target_key))
+            self.target_dim = self.array.targets.n_cols
         n = self.array.n_rows
         n_val = max(1, int(round(n * val_fraction)))
         if n - n_val < 1:
@@ -435,7 +463,7 @@ class ArrayData:
 
     @property
     def input_dim(self) -> int:
-        return self.array.n_cols
+        return self.array.n_cols - self.target_dim
 
     def nbytes(self) -> int:
         """float32 bytes of the rows used (training + validation)."""
@@ -464,7 +492,7 @@ class ArrayData:
                         r, c = (int(v) for v in bad.nonzero()[0])
                         raise SparseAEError(f"{self.array.path}: row {offset + r}, column {c} is "
                                             f"{t[r, c].item()}; the data must be finite (no NaN or inf)")
-            return Dataset(train, val)
+            return Dataset(train, val, target_dim=self.target_dim)
         if check:
             self.stats = self.scan_train(covariance)
         return self

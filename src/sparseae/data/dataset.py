@@ -27,6 +27,8 @@ class DataSource(Protocol):
     image_shape: tuple[int, ...] | None
     train_labels: torch.Tensor | None
     test_labels: torch.Tensor | None
+    target_dim: int
+    """A transcoder's data: the last `target_dim` columns of each row are its target (0: none)."""
 
     @property
     def input_dim(self) -> int: ...
@@ -57,10 +59,12 @@ class Dataset:
     test_labels: torch.Tensor | None = None
     image_shape: tuple[int, ...] | None = None
     """Shape of one example as an image (H, W) or (H, W, C); None if not images."""
+    target_dim: int = 0
+    """A transcoder's data: each row is the input, then this many target columns (data/arrays.py)."""
 
     @property
     def input_dim(self) -> int:
-        return self.train.shape[1]
+        return self.train.shape[1] - self.target_dim
 
     in_memory = True
     statistics = None
@@ -99,7 +103,7 @@ def select_classes(data: DataSource, classes: list[int]) -> Dataset:
     if not keep_tr.any():
         raise SparseAEError(f"no training examples with labels {sorted(set(classes))}")
     return Dataset(data.train[keep_tr], data.test[keep_te], data.train_labels[keep_tr],
-                   data.test_labels[keep_te], data.image_shape)
+                   data.test_labels[keep_te], data.image_shape, data.target_dim)
 
 
 def as_float_tensor(a: np.ndarray) -> torch.Tensor:

@@ -47,13 +47,14 @@ def _patches(data_dir: str | None = None, patch_size: int = 8, num_patches: int 
 
 def _array(data_dir: str | None = None, path: str | None = None, key: str | None = None,
            val_fraction: float = 0.1, limit_train: int | None = None, stream: str = "auto",
-           check: bool = True, covariance: bool = False, **_: object) -> DataSource:
+           check: bool = True, covariance: bool = False, target: str | None = None, target_key: str | None = None,
+           **_: object) -> DataSource:
     """Your own array file (arrays.py): in memory when it fits (a `Dataset`), else streamed.
     `check`: every value is checked to be finite first; `covariance`: a streamed file's scan also
-    computes the covariance (for a ZCA transform)."""
+    computes the covariance (for a ZCA transform); `target`: a transcoder's targets, row for row."""
     if not path:
         raise SparseAEError("dataset 'array' needs a file: --data PATH")
-    return ArrayData(path, key, val_fraction, limit_train).prepare(stream, check, covariance)
+    return ArrayData(path, key, val_fraction, limit_train, target, target_key).prepare(stream, check, covariance)
 
 
 DATASETS: dict[str, Callable[..., DataSource]] = {

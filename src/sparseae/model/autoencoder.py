@@ -3,6 +3,12 @@
 `forward` returns the reconstruction *and* the hidden activations the sparsity
 penalty needs, so the penalty is computed on the very values the model uses
 (one forward pass; the seed tutorial ran a second, different pass).
+
+A transcoder (model.target_dim set, train.target) is the same model with a decoder of the target's width:
+its rows are the input followed by the target (data/arrays.py), `_split` cuts them after the input
+transform (input_scale's gains, one for each part), the code is computed from the input part and
+the reconstruction is compared with the target part. encode, reconstruct and evaluate take either whole
+rows or the input alone.
 """
 from __future__ import annotations
 
@@ -40,10 +46,12 @@ class SparseAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config = self.config = config.resolved()  # a copy: the caller's configuration is left as it is
-        self.input_transform = InputTransform(config.input_transform, config.input_dim, config.zca_epsilon,
-                                              rescale=bool(config.input_scale))
+        row_dim = config.input_dim + (config.target_dim or 0)  # a transcoder's rows: input, then target
+        self.input_transform = InputTransform(config.input_transform, row_dim, config.zca_epsilon,
+                                              rescale=bool(config.input_scale),
+                                              split=None if config.target_dim is None else config.input_dim)
         enc_sizes = [config.input_dim, *config.hidden]
-        dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.input_dim]
+        dec_sizes = [config.hidden[-1], *config.decoder_sizes(), config.output_dim()]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc_sizes, enc_sizes[1:]))
         if config.tied:
             # Tied: decoder layer i uses encoder layer (n-1-i)'s weight transposed; own biases.
@@ -82,7 +90,7 @@ class SparseAutoencoder(nn.Module):
         if c.unit_norm_decoder:
             w, dim = self.code_decoder_param()
             normalize_columns_(w, dim)
-            if not c.tied and len(c.hidden) == 1:
+            if not c.tied and len(c.hidden) == 1 and c.target_dim is None:
                 with torch.no_grad():  # encoder starts as the decoder's transpose (modern SAE recipe)
                     self.encoder[0].weight.copy_(self.decoder[0].weight.t())
 
@@ -156,7 +164,7 @@ class SparseAutoencoder(nn.Module):
         trains on it: b_dec's data init (`observe_input`); nothing afterwards. forward calls it, and so
         does a CUDA graph's recording before it saves the state its warm-up steps must not change."""
         if self.training and self._bias_pending:
-            self.observe_input(self.input_transform(x), collectives)
+            self.observe_input(self._split(self.input_transform(x))[1], collectives)
 
     @torch.no_grad()
     def observe_input(self, target: torch.Tensor, collectives: Collectives = ONE_PROCESS) -> None:
@@ -167,6 +175,21 @@ class SparseAutoencoder(nn.Module):
         b = self.output_bias()
         if not bool(b.any()):
             b.copy_(collectives.mean_activation(target).to(b.dtype))
+
+    def _split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the input the encoder reads, the target the output is compared with) of transformed rows `h`:
+        both `h` for an autoencoder; a transcoder's rows cut after the input (target None for rows that
+        hold only the input)."""
+        c = self.config
+        if c.target_dim is None:
+            return h, h
+        width = h.shape[-1]
+        if width == c.input_dim + c.target_dim:
+            return h[..., :c.input_dim], h[..., c.input_dim:]
+        if width == c.input_dim:
+            return h, None
+        raise SparseAEError(f"this transcoder reads rows of {c.input_dim} input features (or {c.input_dim} + "
+                            f"{c.target_dim} with the target); got {width}")
 
     def _code(self, z: torch.Tensor, act, k: int | None, collectives: Collectives
               ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -223,7 +246,8 @@ class SparseAutoencoder(nn.Module):
 
         `k` overrides the number of units a TopK code keeps.
         """
-        return self._encode(x if transformed else self.input_transform(x), k, ONE_PROCESS)[0]
+        h = x if transformed else self.input_transform(x)
+        return self._encode(self._split(h)[0], k, ONE_PROCESS)[0]
 
     def encode(self, x: torch.Tensor, alpha: float | None = None, method: str = TOPK,
                k: int | None = None) -> torch.Tensor:
@@ -249,7 +273,7 @@ class SparseAutoencoder(nn.Module):
 
     def pursuit_applies(self) -> bool:
         """Whether the reconstruction is b_dec + a sum of decoder columns (what pursuit needs)."""
-        return self.config.one_layer() and self.config.output_activation == "linear"
+        return self.config.one_layer() and self.config.output_activation == "linear" and self.config.target_dim is None
 
     def dictionary(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the decoder's d x N columns, b_dec) of a one-layer model with a linear output."""
@@ -286,7 +310,7 @@ class SparseAutoencoder(nn.Module):
     def forward_encoded(self, x: torch.Tensor, method: str, k: int | None = None) -> AutoencoderOutput:
         """forward's output (no state change) with the code from encode(x, method=method, k=k)."""
         code = self.encode(x, method=method, k=k)
-        return AutoencoderOutput(self.decode(code), (code,), self.input_transform(x), None, None)
+        return AutoencoderOutput(self.decode(code), (code,), self._split(self.input_transform(x))[1], None, None)
 
     def with_encode_alpha(self, alpha: float | None) -> "SparseAutoencoder":
         """This model, its encode() keeping the top alpha * k units of a TopK code from now on (None: as
@@ -332,12 +356,15 @@ class SparseAutoencoder(nn.Module):
         if self.training and self.config.topk_kernel == "sparse":
             out = sparse_topk_forward(self, x)
         else:
-            target = self.input_transform(x)
-            hidden, preact, kept_min, support = self._encode(target, None, collectives)
+            inputs, target = self._split(self.input_transform(x))
+            if target is None:
+                raise SparseAEError(f"a transcoder's forward pass needs rows of input and target "
+                                    f"({self.config.input_dim} + {self.config.target_dim} features)")
+            hidden, preact, kept_min, support = self._encode(inputs, None, collectives)
             top = self.config.topk in K_CODES and self.training
             gate_l0 = jumprelu_l0(preact, self.gate_threshold(), self.config.jumprelu_bandwidth) \
                 if self.config.topk == JUMPRELU and self.training else None
-            recon = self._gather_decode(support if self.training else None)
+            recon = self._gather_decode(support)
             out = AutoencoderOutput(self.decode(hidden[-1]) if recon is None else recon, hidden, target,
                                     preact if top else None, kept_min, gate_l0=gate_l0)
         if self.training:

@@ -215,7 +215,7 @@ class Objective:
         """AuxK (counted in the sparsity part): dead units learn to explain what the live ones miss."""
         w, dim = model.code_decoder_param()
         w = w if dim == 0 else w.t()  # out x code
-        k_aux = self.sparsity.k_aux or max(1, model.config.input_dim // 2)
+        k_aux = self.sparsity.k_aux or max(1, model.config.output_dim() // 2)
         return auxk_loss(out.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux,
                          self.collectives.total)
 

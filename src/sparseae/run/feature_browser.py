@@ -113,7 +113,7 @@ def decoder_directions(model, largest: torch.Tensor) -> torch.Tensor:
     dtype = next(model.parameters()).dtype
     inverse = model.input_transform.inverse_transform
     h = model.config.hidden[-1]
-    zero = torch.zeros(1, model.config.input_dim, dtype=dtype)
+    zero = torch.zeros(1, model.config.output_dim(), dtype=dtype)  # a transcoder: the target's width
     if len(model.decoder_weights()) == 1:
         d = model.decoder_weights()[0].t().to(dtype)  # the decoder columns, transformed space
         return (inverse(d) - inverse(zero)).float()

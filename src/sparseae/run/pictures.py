@@ -94,6 +94,10 @@ def save_features(weights: np.ndarray, image_shape: Sequence[int], path, max_uni
     _save_image(path, tile(tiles, cols=math.ceil(math.sqrt(len(tiles))), fill=0.0))
 
 
+LOSS_PLOT_COLUMNS = ("train_loss", "train_recon", "val_mse")
+"""The metrics.csv columns save_loss_plot draws (with "epoch" or "iteration")."""
+
+
 def save_loss_plot(rows: list[dict[str, Any]], path) -> None:
     """Training loss (with penalty) and validation MSE (without) per epoch (or full-batch iteration)."""
     step = "epoch" if "epoch" in rows[0] else "iteration"

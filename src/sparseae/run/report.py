@@ -187,10 +187,11 @@ def render_report(run_dir: str | Path, data_dir: str | None = None, encode_alpha
 def _picture_sections(run: RunDir, tmp: Path, metrics: list[dict[str, Any]], held: HeldOut | str) -> list[str]:
     """Loss curves, reconstructions, features, feature density and the feature browser; pictures drawn
     now go to `tmp`."""
-    from .pictures import save_loss_plot
+    from .pictures import LOSS_PLOT_COLUMNS, save_loss_plot
 
     parts = ["<h2>Loss curves</h2>"]
-    if metrics and "train_loss" in metrics[0] and "epoch" in metrics[0]:
+    # a hand-edited metrics.csv may lack a column: then the loss.png the run drew, if any
+    if metrics and "epoch" in metrics[0] and all(name in metrics[0] for name in LOSS_PLOT_COLUMNS):
         save_loss_plot(metrics, tmp / "loss.png")
         parts.append(_figure(tmp / "loss.png", "training loss, its reconstruction part, validation MSE"))
     elif run.file("loss.png").is_file():

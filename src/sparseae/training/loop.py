@@ -15,14 +15,14 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from ..objective.metrics import evaluate
+from ..objective.metrics import evaluate_with_frequency
 from ..config import TrainConfig
 from ..data.batches import BatchSource, TensorBatches
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
-from . import accel
+from . import accel, adam
 from .checkpoint import Checkpointer, LoopState
 
 
@@ -65,7 +65,10 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
     if cfg.optimizer == "adam":
         # The fused kernel: one pass over parameters and moments instead of one per arithmetic step
         # (for a 65,536 x 768 TopK SAE on a GPU the optimizer is a large part of a step; on the CPU a
-        # 784-1024 TopK step went from 32 to 27.5 ms, one thread, issue 11).
+        # 784-1024 TopK step went from 32 to 27.5 ms, one thread). On the CPU the same kernel without
+        # torch.optim's import of torch._dynamo (adam.py).
+        if device.type == "cpu" and adam.available():
+            return adam.CpuAdam(params, lr=cfg.lr)
         return torch.optim.Adam(params, lr=cfg.lr, fused=device.type in ("cuda", "cpu") or None)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
@@ -190,8 +193,8 @@ class _Loop:
         returns whether target_val_mse was reached."""
         cfg = self.cfg
         self.collectives.sum_(self.sums)
-        row = _epoch_row(epoch, (self.sums / self.batches.num_rows).tolist(),
-                         evaluate(self.model, self.val_x), self.model,
+        val, frequency = evaluate_with_frequency(self.model, self.val_x)
+        row = _epoch_row(epoch, (self.sums / self.batches.num_rows).tolist(), val, self.model,
                          time.perf_counter() - t0, time.perf_counter() - self.t_start)
         if self.objective.sparsity.target_l0 is not None:
             row["beta"] = self.objective.adapted_beta()  # what the stated L0 made of beta
@@ -200,7 +203,7 @@ class _Loop:
                              act=f"{row['mean_activation']:.3f}")
         _check_finite(self.model, row, self.bar)
         if self.on_epoch is not None:
-            self.on_epoch(row)
+            self.on_epoch(row, frequency)  # the feature density of the last epoch's model: no second pass
         reached = cfg.target_val_mse is not None and row["val_mse"] <= cfg.target_val_mse
         reached = self.collectives.agree(reached)  # every process stops at the same epoch
         state.epoch, state.step, state.reached = epoch + 1, 0, reached

@@ -69,6 +69,7 @@ def prepare_data(config: RunConfig, dataset: DataSource | None, resume: bool) ->
     if tc.classes:
         dataset = select_classes(dataset, tc.classes)
     config.model.input_dim = dataset.input_dim
+    config.model.target_dim = getattr(dataset, "target_dim", 0) or None  # a transcoder's output width
     config.model.image_shape = list(dataset.image_shape) if dataset.image_shape else None
     return dataset
 
@@ -131,12 +132,16 @@ class EpochArtifacts:
             writer.submit(import_matplotlib)  # while the first epoch trains
         self.config = config  # recorded with the weights: what they were trained with
         self.shown = first_rows(val_x, N_RECON) if data.image_shape else None
+        self.frequency: torch.Tensor | None = None
         self.tensorboard = TensorBoardLog(tensorboard) if tensorboard is not None else None
 
-    def __call__(self, row: dict[str, Any]) -> None:
+    def __call__(self, row: dict[str, Any], frequency: torch.Tensor | None = None) -> None:
+        """`frequency`: each code unit's firing share on the validation rows, from the pass that measured
+        `row` (kept for finish(), so the feature density needs no pass of its own)."""
         from ..run.pictures import save_loss_plot, save_reconstructions
 
         self.history.append(row)
+        self.frequency = frequency
         self.run.write_metrics(self.history)
         self.run.save_model(self.model, self.config)
         shown = rec = None
@@ -169,16 +174,21 @@ def input_filters(model: SparseAutoencoder):
 
 
 def finish(run: RunDir, model: SparseAutoencoder, data: DataSource, val_x, summary: dict[str, Any],
-           writer: BackgroundWriter | None = None) -> None:
-    """The run's last files: learned features and feature density (drawn by `writer`'s thread, if
-    given, while the firing frequencies are counted), then summary.json, once every other file is written."""
+           writer: BackgroundWriter | None = None, frequency: torch.Tensor | None = None) -> None:
+    """The run's last files: feature density (a matplotlib plot, drawn by `writer`'s thread, if given)
+    and learned features (a tile grid, drawn meanwhile here), then summary.json, once every other file
+    is written. `frequency`: the units' firing shares on the validation rows from the last epoch's
+    validation, if it measured this model; else counted here."""
     from ..run.pictures import save_feature_density, save_features
 
-    draw = writer.submit if writer is not None else lambda job, *args: job(*args)
+    if frequency is None:
+        frequency = unit_firing_frequency(model, first_rows(val_x, 65536))
+    if writer is not None:
+        writer.submit(save_feature_density, frequency, run.file("feature_density.png"))
+    else:
+        save_feature_density(frequency, run.file("feature_density.png"))
     if data.image_shape:
-        draw(save_features, input_filters(model), data.image_shape, run.file("features.png"))
-    frequency = unit_firing_frequency(model, first_rows(val_x, 65536))
-    draw(save_feature_density, frequency, run.file("feature_density.png"))
+        save_features(input_filters(model), data.image_shape, run.file("features.png"))
     if writer is not None:
         writer.wait()
     summary["never_fired_fraction"] = never_fired_fraction(frequency)  # the CLI warns above 1%
@@ -198,7 +208,7 @@ def train(config: RunConfig, out: str | Path | None = None, dataset: DataSource 
     Started by torchrun (WORLD_SIZE > 1), the processes train data-parallel; rank 0 writes `out`.
     """
     plan = check_run(config, out, dataset, resume, if_exists)
-    if resume and (done := finished_run(RunDir(out), config)) is not None:
+    if resume and (done := finished_run(RunDir(out), plan.config)) is not None:
         return done  # nothing to resume: the run's files stay as they are
     with plan.output if plan.output is not None else nullcontext():  # a failed run: a replaced folder stays
         result = _train(plan, progress, model, tensorboard)
@@ -243,16 +253,17 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     device, the data (loaded, every value finite), the output folder. Raises SparseAEError. The plan holds
     the configuration as it will be trained (`config.resolve`); `config` itself is left as it is."""
     requested, config = config, resolve(config)
-    if resume:
-        if out is None:
-            raise SparseAEError("resume needs the run folder to continue")
-        check_resumable(RunDir(out), config)
+    if resume and out is None:
+        raise SparseAEError("resume needs the run folder to continue")
     device = resolve_device(config.train.device)
     collectives = from_environment(device) or ONE_PROCESS
     data = prepare_data(config, dataset, resume)  # bad data is named before a taken folder
-    if requested.train.batch_size is None and data.in_memory:  # a small data set: smaller batches
-        rows = min(data.train.shape[0], config.train.limit_train or data.train.shape[0])
-        config.train.batch_size = resolve(requested, rows).train.batch_size
+    # What depends on the data: a small data set's batch size, a family's rate for the input's size.
+    rows = min(data.train.shape[0], config.train.limit_train or data.train.shape[0]) if data.in_memory else None
+    sized = resolve(requested, rows, config.model.input_dim)
+    config.train.batch_size, config.train.lr = sized.train.batch_size, sized.train.lr
+    if resume:
+        check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
     distributed = collectives is not ONE_PROCESS
     accel.check_device_options(config.train, device, distributed)  # the settings' own rules: config.validate()
@@ -291,7 +302,7 @@ def _train(plan: RunPlan, progress: bool, model: SparseAutoencoder | None,
         summary = {**({} if "iteration" in rows[-1] else {"epochs": len(rows)}), "seconds": seconds,
                    "reached_target": reached, **rows[-1]}
         if run is not None and collectives.is_main:
-            finish(run, model, data, val_x, summary, writer)
+            finish(run, model, data, val_x, summary, writer, on_epoch.frequency)
     return TrainResult(model.eval(), rows, seconds, reached, run if collectives.is_main else None, summary,
                        config)
 
@@ -311,6 +322,21 @@ def check_resumable(run: RunDir, config: RunConfig) -> None:
     if diffs:
         raise SparseAEError(f"cannot resume {run.path} with a different configuration ({'; '.join(diffs)}); "
                             "leave the settings as they were, or train into a new folder")
+    load_checkpoint_aside(run, config)  # `--check` says what the resume itself would say
+
+
+def load_checkpoint_aside(run: RunDir, config: RunConfig) -> None:
+    """Load `run`'s checkpoint into a scratch model and optimizer, as a resume would (every check: the
+    tensors, their hash, the optimizer state, the trained record against config.json), changing nothing:
+    not the run, not the random state."""
+    scratch = SparseAutoencoder(config.model)
+    rng = torch.get_rng_state()
+    try:
+        Checkpointer(run).load(scratch, make_optimizer(list(scratch.parameters()), config.train,
+                                                       torch.device("cpu")),
+                               Objective(config.sparsity, config.train.recon))
+    finally:
+        torch.set_rng_state(rng)
 
 
 def finished_run(run: RunDir, config: RunConfig) -> TrainResult | None:
@@ -322,12 +348,7 @@ def finished_run(run: RunDir, config: RunConfig) -> TrainResult | None:
     meta = checkpointer.read_meta()
     if not meta["finished"] or not run.file("summary.json").is_file():
         return None
-    # Checked as a resume would check it, so that a damaged run is not called finished.
-    scratch = SparseAutoencoder(config.model)
-    rng = torch.get_rng_state()
-    checkpointer.load(scratch, make_optimizer(list(scratch.parameters()), config.train, torch.device("cpu")),
-                      Objective(config.sparsity, config.train.recon))
-    torch.set_rng_state(rng)
+    load_checkpoint_aside(run, config)  # checked as a resume would check it: a damaged run is not finished
     summary = run.read_json("summary.json")
     seconds = summary.get("seconds") if isinstance(summary, dict) else None
     return TrainResult(load_run(run.path), meta["history"], float(seconds or 0.0), bool(meta["reached"]), run,
