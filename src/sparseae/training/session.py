@@ -13,6 +13,7 @@ holds it, and config.json records it. The caller's configuration is left as it i
 """
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -258,10 +259,13 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     device = resolve_device(config.train.device)
     collectives = from_environment(device) or ONE_PROCESS
     data = prepare_data(config, dataset, resume)  # bad data is named before a taken folder
-    # What depends on the data: a small data set's batch size, a family's rate for the input's size.
+    # What depends on the data (a small data set's batch size, a family's rate for the input's size): the
+    # request resolved again, whole, with the data's shapes and rows; no setting is copied over by hand.
     rows = min(data.train.shape[0], config.train.limit_train or data.train.shape[0]) if data.in_memory else None
-    sized = resolve(requested, rows, config.model.input_dim)
-    config.train.batch_size, config.train.lr = sized.train.batch_size, sized.train.lr
+    measured = copy.deepcopy(requested)
+    for name in ("input_dim", "target_dim", "image_shape"):  # what prepare_data read from the data
+        setattr(measured.model, name, getattr(config.model, name))
+    config = resolve(measured, rows)
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
