@@ -24,6 +24,7 @@ sparseae need not be installed next to the peers. Not part of the tests (no peer
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -272,14 +273,9 @@ def train_peers(work: Path, epochs: int) -> dict[str, tuple[Path, str]]:
     torch.manual_seed(0)
     coder = SparseCoder(784, SparseCoderConfig(num_latents=HIDDEN, k=K), "cpu", dtype=torch.float32)
     opt = torch.optim.Adam(coder.parameters(), lr=1e-3)
-    for step, xb in zip(range(epochs * (train.shape[0] // 256)), batches()):
-        if step == 0:
-            coder.b_dec.data = xb.mean(0)
-        coder.set_decoder_norm_to_unit_norm()
-        coder(xb).fvu.backward()
-        coder.remove_gradient_parallel_to_decoder_directions()
-        opt.step()
-        opt.zero_grad()
+    from peers_topk import sparsify_steps  # (benchmarks/, this script's folder: run as a script here)
+
+    sparsify_steps(coder, opt, itertools.islice(batches(), epochs * (train.shape[0] // 256)))
     coder.set_decoder_norm_to_unit_norm()
     coder.save_to_disk(work / "peers" / "sparsify-topk")
     out["sparsify-topk"] = (work / "peers" / "sparsify-topk", "sparsify")

@@ -90,25 +90,34 @@ def worker_sparseae(train, test, a) -> dict:
     return {"seconds": seconds, **_metrics(lambda x: model.encode_all(x)[-1], model.decode, test)}
 
 
+def sparsify_steps(sae, opt, batches, after_step=None) -> None:
+    """sparsify's own training step (SparseCoder: unit-norm decoder, FVU loss, parallel gradient removed) on
+    each of `batches`, b_dec started at the first batch's mean (also benchmarks/ecosystem_compat.py's)."""
+    for step, xb in enumerate(batches):
+        if step == 0:
+            sae.b_dec.data = xb.mean(0)
+        sae.set_decoder_norm_to_unit_norm()
+        sae(xb).fvu.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        if after_step is not None:
+            after_step()
+
+
 def _sparsify_epochs(sae, opt, train, a, after_step=None) -> None:
-    """sparsify's own training step (SparseCoder: unit-norm decoder, FVU loss, parallel gradient removed),
-    b_dec started at the first batch's mean, over `a.epochs` shuffled epochs."""
+    """sparsify_steps over `a.epochs` shuffled epochs of `train`."""
     import torch
 
     g = torch.Generator().manual_seed(a.seed)
-    for epoch in range(a.epochs):
-        order = torch.randperm(train.shape[0], generator=g)
-        for i in range(0, train.shape[0], a.batch):
-            xb = train[order[i:i + a.batch]]
-            if epoch == 0 and i == 0:
-                sae.b_dec.data = xb.mean(0)
-            sae.set_decoder_norm_to_unit_norm()
-            sae(xb).fvu.backward()
-            sae.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad()
-            if after_step is not None:
-                after_step()
+
+    def batches():
+        for _ in range(a.epochs):
+            order = torch.randperm(train.shape[0], generator=g)
+            for i in range(0, train.shape[0], a.batch):
+                yield train[order[i:i + a.batch]]
+
+    sparsify_steps(sae, opt, batches(), after_step)
 
 
 def _sparsify_metrics(sae, test, a) -> dict:
