@@ -46,7 +46,7 @@ import torch
 
 import sparseae
 from sparseae import ModelConfig, RunConfig, SparsityConfig, TrainConfig
-from sparseae.objective.metrics import evaluate
+from sparseae.objective.metrics import evaluate, unit_firing_frequency
 
 FAMILIES = ("topk", "batchtopk", "matryoshka", "l1", "jumprelu", "kl")
 K_FAMILIES = ("topk", "batchtopk", "matryoshka")
@@ -180,13 +180,15 @@ def decoder_columns(model) -> np.ndarray:
 
 def train_one(path: Path, val_fraction: float, family: str, hidden: int, k: int | None, epochs: int, seed: int,
               target_l0: float | None = None):
-    """One run as the CLI would train it; `--lr` and `--auxk-coef` (LR[0], AUXK_COEF[0]) replace the family's
-    settings when given."""
+    """One run as the CLI would train it; `--lr`, `--auxk-coef` and `--extra` (LR[0], AUXK_COEF[0], EXTRA[0])
+    replace the family's settings when given."""
     config = RunConfig(ModelConfig(hidden=[hidden], k=k if family in K_FAMILIES else None),
                        SparsityConfig(penalty=family, target_l0=target_l0,
                                       **({} if AUXK_COEF[0] is None else {"auxk_coef": AUXK_COEF[0]})),
                        TrainConfig(dataset="array", data=str(path), val_fraction=val_fraction, epochs=epochs,
                                    seed=seed, lr=LR[0]))
+    for section, name, value in EXTRA[0]:
+        setattr(getattr(config, section), name, value)
     t0 = time.perf_counter()
     try:
         result = sparseae.train(config, progress=False)
@@ -211,6 +213,21 @@ RUNS: list[list[str] | None] = [None]
 LR: list[float | None] = [None]
 AUXK_COEF: list[float | None] = [None]
 WITH_DL = [True]
+EXTRA: list[list[tuple[str, str, object]]] = [[]]  # (config section, field, value) from --extra, for every run
+
+
+def extra_settings(text: str) -> list[tuple[str, str, object]]:
+    """`sparseae train` flags (e.g. '--jumprelu-tanh 0 --recon fvu') as (section, field, value), parsed as the
+    command line parses them."""
+    import shlex
+
+    from sparseae.cli.args import CONFIG_FLAGS, add, dest
+
+    p = argparse.ArgumentParser(prog="--extra")
+    add(p, *CONFIG_FLAGS)
+    args = p.parse_args(shlex.split(text))
+    return [(section, name, getattr(args, dest(flag))) for flag, (section, name, _) in CONFIG_FLAGS.items()
+            if getattr(args, dest(flag)) is not None]
 
 
 def measure_set(name: str, x: np.ndarray, held: int, hidden: int, k: int, families: list[str], epochs: int,
@@ -239,13 +256,24 @@ def measure_set(name: str, x: np.ndarray, held: int, hidden: int, k: int, famili
             row["mmcs"], row["recovered"] = mmcs(decoder_columns(r["model"]), features)
             row["dl_mmcs"] = mmcs(dictionary.columns(), features)[0] if dictionary else None
         rows.append(row)
+        on_train, expected = sample_floor(r["model"], train, held)
         print(f"  {name} | {label}: L0 {row['l0']:.1f} FVU {row['fvu']:.4f} PCA {row['pca']:.4f} "
-              f"DL {row['dl'] or float('nan'):.4f} dead {row['dead']:.3f}"
+              f"DL {row['dl'] or float('nan'):.4f} dead {row['dead']:.3f} (on the training rows {on_train:.3f}, "
+              f"expected on {held} rows from the training rows' firing shares {expected:.3f})"
               + (f" MMCS {row['mmcs']:.3f} rec {row['recovered']:.2f} DL-MMCS {row['dl_mmcs'] or float('nan'):.3f}"
                  if features is not None else "") + f" ({row['seconds']:.1f} s; DL fit {dl_seconds:.1f} s)",
               file=sys.stderr, flush=True)
     path.unlink()
     return rows
+
+
+def sample_floor(model, train: np.ndarray, held: int) -> tuple[float, float]:
+    """(share of latents that never fire on the first 65,536 training rows, the share expected to fire on none
+    of `held` rows if each latent fires on each row independently at its training-rows share p: mean (1 - p)^held).
+    The second is what the held-out never-firing share measures of the sample alone: with 256 latents at k 8,
+    a latent firing on 1 row in 300 fires on none of 180 rows more often than not."""
+    p = unit_firing_frequency(model, torch.from_numpy(train[:65536])).double()
+    return float((p == 0).double().mean()), float((1 - p).pow(held).mean())
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -293,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-dl", action="store_true", help="leave out dictionary learning (its fit is the slow part)")
     p.add_argument("--lr", type=float, default=None, help="one learning rate for every run (default: each family's)")
     p.add_argument("--auxk-coef", type=float, default=None, help="AuxK's weight for every run (default: 1/8)")
+    p.add_argument("--extra", default="",
+                   help="`sparseae train` flags applied to every run, e.g. \"--jumprelu-tanh 0 --recon fvu\" "
+                        "(they replace the family's defaults)")
     p.add_argument("--fashion-spread", action="store_true",
                    help="only print FashionMNIST's spread, the scale model.input_scale rescales other data to")
     args = p.parse_args(argv)
@@ -310,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     WITH_DL[0] = not args.no_dl
     LR[0] = args.lr
     AUXK_COEF[0] = args.auxk_coef
+    EXTRA[0] = extra_settings(args.extra)
     RUNS[0] = None if args.runs is None else args.runs.split(",")
     rows: list[dict] = []
     t0 = time.perf_counter()

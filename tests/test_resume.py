@@ -26,9 +26,10 @@ ARGS = ["--dataset", "array", "--hidden", "12", "--activation", "sigmoid", "--ou
         "--checkpoint-every", "7", "--quiet", "--seed", "3", "--lr-decay", "0.6"]
 
 # Runs the CLI in a child that SIGKILLs itself: either halfway through writing the n-th checkpoint's
-# tensor file (a torn write) or right after its k-th training step, between checkpoints.
+# tensor file (a torn write) or right after its k-th training step, between checkpoints ("step-settled": once
+# the background writer has written the end-of-epoch checkpoint it was given).
 KILLER = r"""
-import os, signal, sys
+import os, signal, sys, time
 import sparseae.training.checkpoint as ck
 import sparseae.data.batches as bt
 mode, n = sys.argv[1], int(sys.argv[2])
@@ -49,6 +50,12 @@ else:
         for xb in real_epoch(self, g, start_step):
             calls[0] += 1
             if calls[0] == n + 1:
+                if mode == "step-settled":  # the end of an epoch's checkpoint, written beside training, on disk
+                    state = os.path.join(sys.argv[sys.argv.index("--out") + 1], "checkpoint", "state.json")
+                    for _ in range(600):
+                        if os.path.exists(state):
+                            break
+                        time.sleep(0.1)
                 os.kill(os.getpid(), signal.SIGKILL)
             yield xb
     bt.TensorBatches.epoch = epoch
@@ -138,6 +145,20 @@ def test_external_sigkill_at_a_random_moment(npy, reference, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sigkill_after_an_epochs_checkpoint_resumes_with_the_next_epochs_order(npy, reference, tmp_path):
+    """Checkpoints only at the ends of epochs (the default): the resumed epoch must draw the next epoch's
+    order, not the one before it again (a fresh generator has drawn nothing)."""
+    out = tmp_path / "run"
+    args = [a if a != "7" else "0" for a in ARGS]  # --checkpoint-every 0
+    # 297 training rows at batch 16: 19 steps an epoch; killed after 25, in epoch 2, between checkpoints
+    cmd = [sys.executable, "-c", KILLER, "step-settled", "25", "train", *args, "--data", str(npy), "--out", str(out)]
+    assert subprocess.run(cmd, env=ENV).returncode == -signal.SIGKILL
+    meta = _checkpoint_is_sound(out)
+    assert (meta["epoch"], meta["step"]) == (2, 0)
+    _resume(out)
+    _assert_same_run(out, reference)
+
+
 def _digest(path):
     return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file()}
@@ -191,6 +212,9 @@ FAMILY_ARGS = {
     # a stated L0: beta adapted at every step after a 3-step warm-up, its state in the checkpoint
     "l1-l0": ["--penalty", "l1", "--l0", "3", "--beta-warmup", "3"],
     "jumprelu-l0": ["--penalty", "jumprelu", "--l0", "3", "--beta-warmup", "3"],
+    # the pre-activation loss on latents silent for 256 examples: the firing counters are in the checkpoint
+    "l1-revive": ["--penalty", "l1", "--l0", "2", "--beta-warmup", "3", "--dead-window", "256"],
+    "jumprelu-revive": ["--penalty", "jumprelu", "--l0", "2", "--beta-warmup", "3", "--dead-window", "256"],
     "topk": ["--penalty", "topk", "--k", "4"],
     "batchtopk": ["--penalty", "batchtopk", "--k", "4"],
     "matryoshka": ["--penalty", "matryoshka", "--k", "4", "--prefixes", "8,16"],
@@ -203,7 +227,8 @@ SMALL = ["--dataset", "array", "--hidden", "32", "--epochs", "3", "--batch-size"
 # after step 42: resumed from step 40 (epoch 3, step 10), inside the TopK families' lr decay (steps 36-44).
 WARMUP, DECAY = 7, 42
 CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("topk", "batchtopk", "matryoshka", "mp",
-                                                                             "l1-l0", "jumprelu-l0")]
+                                                                             "l1-l0", "jumprelu-l0",
+                                                                             "l1-revive", "jumprelu-revive")]
 
 
 @pytest.fixture(scope="module")

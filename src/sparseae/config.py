@@ -50,7 +50,8 @@ MAX_PARAMETERS = 2**31
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False,
               "target_dim": None},
-    "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None},
+    "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None,
+                 "preact_coef": 0.0, "jumprelu_tanh": 0.0},
     "train": {"lr_decay": 0.0, "target": None, "target_key": None},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
@@ -222,9 +223,11 @@ class SparsityConfig:
     auxk: bool | None = None
     """AuxK loss: the top k_aux dead code units reconstruct the residual (needs a topk model); default:
     yes for one-layer topk, batchtopk and matryoshka models."""
-    auxk_coef: float = param(1 / 8, ge=0)
-    """Weight of the AuxK loss. 1/8 rather than OpenAI's 1/32: with the TopK defaults (lr 1.5e-3), 1/32 left
-    1.6% of a 1024-latent FashionMNIST code never firing, 1/8 none (docs/sparsity_families.md)."""
+    auxk_coef: float | None = param(None, ge=0)
+    """Weight of the AuxK loss; default 1/8 rather than OpenAI's 1/32: with the TopK defaults (lr 1.5e-3), 1/32 left
+    1.6% of a 1024-latent FashionMNIST code never firing, 1/8 none (docs/sparsity_families.md). BatchTopK on
+    inputs of fewer than 128 columns: 1/8 * (128 / input_dim)^3, at most 1 (1 at 64 columns and fewer, where 1/8
+    left a third of a planted-feature code never firing)."""
     k_aux: int | None = param(None, gt=0)
     """Dead units used by AuxK; default input_dim / 2 (capped at the code size)."""
     decoder_norm_l1: bool | None = None
@@ -236,6 +239,14 @@ class SparsityConfig:
     """L1, JumpReLU: the code's L0 (firing units per example) to reach: beta starts at its value and is adapted
     at every step after the warm-up, multiplied by (batch L0 / target)^0.02 (objective/objective.py), so
     a run asks for a sparsity instead of a weight whose meaning depends on the data."""
+    preact_coef: float | None = param(None, ge=0)
+    """L1, JumpReLU: weight of the pre-activation loss on latents that have not fired for model.dead_window
+    training examples, sum_j relu(threshold_j - z_j) ||d_j|| (threshold 0 for L1): it moves a dead latent's
+    pre-activations up to its threshold; default: the family's (one-layer models on inputs of fewer than 784
+    columns: jumprelu 1e-2, l1 1e-3; else 0)."""
+    jumprelu_tanh: float | None = param(None, ge=0)
+    """JumpReLU: 0 penalises the number of open gates (L0); c > 0 penalises sum_j tanh(c h_j ||d_j||) instead;
+    default: the family's (0.5 on inputs of fewer than 784 columns, else 0)."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2."""
@@ -267,6 +278,9 @@ class SparsityConfig:
             if self.target_l0 >= model.hidden[-1]:
                 raise SparseAEError(f"sparsity.target_l0 must be below the code size {model.hidden[-1]}; "
                                     f"got {self.target_l0:g}")
+        if self.preact_coef and (self.penalty not in (families.L1, families.JUMPRELU) or not model.one_layer()):
+            raise SparseAEError("sparsity.preact_coef needs a one-layer l1 or jumprelu model (it revives code "
+                                f"units below their threshold); penalty is '{self.penalty}'")
         check = families.FAMILIES[self.penalty].check
         if check is not None:
             check(model, self)

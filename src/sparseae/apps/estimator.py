@@ -99,7 +99,8 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
             ("rho", float), ("beta", float), ("weight_decay", float), ("lr", float), ("epochs", int),
             ("batch_size", int), ("seed", int))}
         # The model these parameters describe and nothing more: the L1 family's recipe extras (pre-encoder
-        # bias at the data mean, decoder-norm weighting, a warm-up of beta) are not parameters here, so
+        # bias at the data mean, decoder-norm weighting, a warm-up of beta, the small-input rules: a rate decay,
+        # the pre-activation loss, JumpReLU's tanh penalty) are not parameters here, so
         # they stay off and results stay what the parameters say (`sparseae monitor` and `cluster` rely on it).
         config = RunConfig(
             model=ModelConfig(input_dim=n_features, hidden=_hidden_list(self.hidden), activation=self.activation,
@@ -107,9 +108,10 @@ class SparseAutoencoderTransformer(TransformerMixin, BaseEstimator):
                               input_transform=self.input_transform, pre_bias=False, unit_norm_decoder=False,
                               bias_init="default", input_scale=False),
             sparsity=SparsityConfig(penalty=self.penalty, rho=num["rho"], beta=num["beta"],
-                                    weight_decay=num["weight_decay"], decoder_norm_l1=False, beta_warmup=0),
+                                    weight_decay=num["weight_decay"], decoder_norm_l1=False, beta_warmup=0,
+                                    preact_coef=0.0, jumprelu_tanh=0.0),
             train=TrainConfig(dataset="arrays", epochs=num["epochs"], batch_size=num["batch_size"], lr=num["lr"],
-                              optimizer=self.optimizer, seed=num["seed"], device=self.device))
+                              lr_decay=0.0, optimizer=self.optimizer, seed=num["seed"], device=self.device))
         return resolve(config)
 
     def fit(self, X, y=None):

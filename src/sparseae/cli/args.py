@@ -120,6 +120,8 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--beta-warmup": ("sparsity", "beta_warmup", {"type": int}),
     "--prefixes": ("sparsity", "prefixes", {"type": int_list}),
     "--l0": ("sparsity", "target_l0", {"type": float, "metavar": "TARGET"}),
+    "--preact-coef": ("sparsity", "preact_coef", {"type": float}),
+    "--jumprelu-tanh": ("sparsity", "jumprelu_tanh", {"type": float}),
     "--classes": ("train", "classes", {"type": int_list,
                                        "help": "use only the examples of these labels, e.g. 5,6,7,8,9"}),
     "--limit-train": ("train", "limit_train", {"type": int}),

@@ -16,10 +16,10 @@ import torch
 
 from ..config import SparsityConfig
 from ..errors import SparseAEError
-from ..families import FAMILIES
+from ..families import FAMILIES, JUMPRELU, OFF
 from ..model import AutoencoderOutput, SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
-from .auxk import auxk_loss
+from .auxk import ColumnLeaves, auxk_loss
 from ..model.codes import column_norms
 from .penalties import RunningMean, batch_spread, kl_penalty, l1_penalty, weight_decay
 
@@ -72,7 +72,15 @@ def l1_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAu
 
 def l0_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAutoencoder | None = None,
             out: AutoencoderOutput | None = None) -> torch.Tensor:
-    """JumpReLU: the mean number of open gates, its gradient in the thresholds through the STE."""
+    """JumpReLU: the mean number of open gates, its gradient in the thresholds through the STE; with
+    sparsity.jumprelu_tanh c > 0, sum_j tanh(c h_j ||d_j||) instead (Anthropic, January 2025): near 1 for a
+    large value, like the count, but its gradient also reaches the firing units' values, so a unit is pushed off
+    the rows where its value is small (on planted features: MMCS 0.93 -> 0.98, docs/sparsity_families.md)."""
+    c = objective.sparsity.jumprelu_tanh
+    if c:
+        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(h.dtype) if model is not None else 1.0
+        # h, not |h| (h >= 0 here): the estimator reads the gradient at h = 0 for the rows just below a threshold
+        return torch.tanh(c * h * norms).sum(-1).mean()
     if out is None or out.gate_l0 is None:  # evaluation pass: the count, no gradient
         return (h != 0).sum(-1).to(h.dtype).mean()
     return out.gate_l0.to(h.dtype).mean()
@@ -142,6 +150,9 @@ class Objective:
         """With target_l0: the last training batch's (global) L0, read by `adapt_beta`."""
         self.total_steps: int | None = None
         """The run's number of minibatch steps (set by the loop; a function of the settings and the data)."""
+        self.column_leaves: ColumnLeaves | None = None
+        """Set by the minibatch loop (which then calls its `add_grads` after each backward): AuxK's decoder
+        columns as a leaf of their own instead of a selection through autograd (objective/auxk.py)."""
 
     def reconstruction(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The reconstruction loss of the configured kind, an FVU over the global batch."""
@@ -213,11 +224,24 @@ class Objective:
 
     def auxk(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
         """AuxK (counted in the sparsity part): dead units learn to explain what the live ones miss."""
-        w, dim = model.code_decoder_param()
-        w = w if dim == 0 else w.t()  # out x code
+        param, dim = model.code_decoder_param()
+        w = param if dim == 0 else param.t()  # out x code
         k_aux = self.sparsity.k_aux or max(1, model.config.output_dim() // 2)
+        leaves = self.column_leaves
+        columns = None if leaves is None else (lambda cols: leaves.select(param, 1 - dim, cols))
         return auxk_loss(out.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux,
-                         self.collectives.total)
+                         self.collectives.total, columns)
+
+    def revival(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
+        """L1, JumpReLU (sparsity.preact_coef): sum_j relu(theta_j - z_j) ||d_j|| (mean over examples) over the
+        latents that have not fired for model.dead_window training examples, theta_j JumpReLU's threshold (0 for
+        L1's ReLU). The pre-activation loss of Anthropic's January 2025 JumpReLU update, there on every latent:
+        the only gradient that reaches a latent whose pre-activations all lie below its threshold (raising them
+        and lowering the threshold); a dead latent's weights otherwise never move again."""
+        z = out.code_preact.to(torch.float32)
+        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(z.dtype)
+        theta = model.gate_threshold().to(z.dtype) if model.config.topk == JUMPRELU else z.new_zeros(())
+        return (torch.relu(theta - z) @ (norms * model.dead_mask().to(z.dtype))).mean()
 
     def __call__(self, model: SparseAutoencoder, out: AutoencoderOutput) -> LossParts:
         family_recon = self.family_reconstruction
@@ -225,8 +249,11 @@ class Objective:
         s = self.sparsity
         pen = self.penalty(out.hidden, model, out)
         training = getattr(model, "training", False)  # the gradient check passes a view of the weights
-        if s.auxk and s.auxk_coef and training and out.code_preact is not None:
-            pen = pen + self.sparsity.auxk_coef * self.auxk(model, out)
+        auxk_coef = OFF["sparsity"]["auxk_coef"] if s.auxk_coef is None else s.auxk_coef  # None: not resolved
+        if s.auxk and auxk_coef and training and out.code_preact is not None:
+            pen = pen + auxk_coef * self.auxk(model, out)
+        if s.preact_coef and training and out.code_preact is not None:
+            pen = pen + s.preact_coef * self.revival(model, out)
         dec = weight_decay(model.weights(), self.sparsity.weight_decay) if self.sparsity.weight_decay \
             else rec.new_zeros(())
         return LossParts(rec + pen + dec, rec, pen, dec)

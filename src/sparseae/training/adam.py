@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..model.layout import storage_view
+
 
 def available() -> bool:
     """Whether this torch has the fused CPU kernel (torch >= 2.4); otherwise torch.optim.Adam is used."""
@@ -23,6 +25,15 @@ def _torch_defaults() -> dict[str, Any]:
     """torch.optim.Adam's own defaults (its signature), so that param_groups has exactly its keys."""
     sig = inspect.signature(torch.optim.Adam.__init__)
     return {name: p.default for name, p in sig.parameters.items() if name not in ("self", "params")}
+
+
+def _in_memory_order(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A parameter, its gradient and moments as contiguous views when all four share one permuted layout
+    (the fused kernel copies a non-contiguous tensor in and out: +1.1 ms a step for a 784 x 1024 decoder
+    stored code-major); Adam is elementwise, so the same numbers. Otherwise as they are."""
+    if all(t.stride() == tensors[0].stride() for t in tensors[1:]):
+        return tuple(storage_view(t) for t in tensors)
+    return tensors
 
 
 class CpuAdam:
@@ -49,8 +60,8 @@ class CpuAdam:
         steps = [s["step"] for s in states]
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
-        torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                           [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
+        tensors = [_in_memory_order(p, p.grad, s["exp_avg"], s["exp_avg_sq"]) for p, s in zip(params, states)]
+        torch._fused_adam_(*(list(column) for column in zip(*tensors)), [], steps, amsgrad=False, lr=group["lr"],
                            beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                            maximize=False, grad_scale=None, found_inf=None)
 
@@ -78,5 +89,6 @@ class CpuAdam:
         self.state = {}
         for index, values in state_dict["state"].items():
             p = params[int(index)]
-            self.state[p] = {k: (v.to(torch.float32) if k == "step" else v.to(p.dtype)).clone()
+            # the moments in their parameter's memory layout (a code-major decoder: model.set_decoder_layout)
+            self.state[p] = {k: v.to(torch.float32).clone() if k == "step" else torch.empty_like(p).copy_(v)
                              for k, v in values.items()}

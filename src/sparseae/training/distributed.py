@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import SparseAEError
+from ..model.layout import storage_view
 
 
 class AllReduceSum(torch.autograd.Function):
@@ -124,7 +125,7 @@ class DataParallel:
     @torch.no_grad()
     def broadcast_(self, tensors: list[torch.Tensor]) -> None:
         for t in tensors:
-            dist.broadcast(t, 0)
+            dist.broadcast(storage_view(t), 0)  # collectives need contiguous memory (a code-major decoder)
 
     @torch.no_grad()
     def sum_(self, t: torch.Tensor) -> torch.Tensor:

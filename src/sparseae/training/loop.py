@@ -22,6 +22,7 @@ from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
+from ..objective.auxk import ColumnLeaves
 from . import accel, adam
 from .checkpoint import Checkpointer, LoopState
 
@@ -110,6 +111,8 @@ class _Loop:
         self.model, self.objective, self.batches, self.val_x, self.cfg = model, objective, batches, val_x, cfg
         self.on_epoch, self.checkpoint, self.collectives = on_epoch, checkpoint, collectives
         self.device = next(model.parameters()).device
+        if self.device.type == "cpu":
+            model.set_decoder_layout(code_major=True)  # before the optimizer's state takes the weights' layout
         self.params = list(model.parameters())
         self.optimizer = self._optimizer()
         self.forward_loss = accel.forward_loss(model, objective, cfg.precision, cfg.compile, self.device,
@@ -118,6 +121,9 @@ class _Loop:
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.steps = batches.steps()
         objective.total_steps = cfg.epochs * self.steps  # when a stated L0 starts steering beta
+        # AuxK's decoder columns as a leaf, added to the gradient by hand after each backward (not inside a
+        # compiled step, where the leaf would break the graph)
+        objective.column_leaves = None if cfg.compile else ColumnLeaves()
         self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # no .item() per step
         self.t_start = time.perf_counter()
 
@@ -136,6 +142,8 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         # data-parallel: weighted by this process's share of the batch, gradients summed
         (parts.total * self.collectives.loss_weight(xb.shape[0])).backward()
+        if self.objective.column_leaves is not None:
+            self.objective.column_leaves.add_grads()
         self.collectives.all_reduce_grads(self.params)
         self.model.before_step()  # e.g. drop gradient parallel to unit-norm decoder columns
         self.optimizer.step()
@@ -157,15 +165,19 @@ class _Loop:
                 break
         self.bar.close()
         self.objective.step = None  # used outside the loop: the full beta
+        self.objective.column_leaves = None  # and AuxK's gradient through autograd
+        self.model.set_decoder_layout(code_major=False)  # the model leaves as it came, in the usual layout
 
     def _epoch(self, epoch: int, state: LoopState) -> None:
         """The epoch's steps from `state.step` on, with a checkpoint every `checkpoint_every` steps."""
         every = self.cfg.checkpoint_every
-        if state.step == 0:
+        if state.epoch_rng is None:  # a new run's first epoch
             state.epoch_rng = self.shuffle.get_state()
-            self.sums.zero_()
-        else:  # resumed mid-epoch: draw the epoch's order again and skip the steps done
+        else:  # the generator as this epoch began (a resumed run's fresh generator has drawn nothing yet)
             self.shuffle.set_state(state.epoch_rng)
+        if state.step == 0:
+            self.sums.zero_()
+        else:  # resumed mid-epoch: the epoch's order drawn again, the steps done skipped
             self.sums.copy_(state.sums / self.collectives.world)  # the saved sums are the global ones
         state.epoch, state.sums = epoch, self.sums
         for xb in self.batches.epoch(self.shuffle, state.step):
@@ -207,6 +219,7 @@ class _Loop:
         reached = cfg.target_val_mse is not None and row["val_mse"] <= cfg.target_val_mse
         reached = self.collectives.agree(reached)  # every process stops at the same epoch
         state.epoch, state.step, state.reached = epoch + 1, 0, reached
+        state.epoch_rng = self.shuffle.get_state()  # the next epoch's, saved with its checkpoint
         state.finished, state.elapsed = reached or epoch == cfg.epochs, time.perf_counter() - self.t_start
         self._save(state)
         return reached
