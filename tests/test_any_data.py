@@ -262,3 +262,12 @@ def test_the_table_says_pca_is_exact_instead_of_a_huge_ratio():
     assert lines[2].split(" | ")[5] == "0.550 (0.500-0.600)"  # 0.2 / 0.4 and 0.3 / 0.5
     lines = any_data.summarise([{**row, "pca": 1e-9}])
     assert lines[2].split(" | ")[5] == "PCA ~0"
+
+
+def test_any_data_extra_flags_parse_as_the_command_line_does():
+    assert any_data.extra_settings("--jumprelu-tanh 0 --unit-norm-decoder yes --recon fvu --lr-decay 0.2") == [
+        ("model", "unit_norm_decoder", True), ("sparsity", "jumprelu_tanh", 0.0),
+        ("train", "lr_decay", 0.2), ("train", "recon", "fvu")]
+    assert any_data.extra_settings("") == []
+    with pytest.raises(SystemExit):
+        any_data.extra_settings("--no-such-flag 1")

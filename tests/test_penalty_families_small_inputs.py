@@ -76,7 +76,7 @@ def _resolved(penalty, input_dim):
 def test_small_inputs_take_their_own_recipe_and_784_columns_keep_fashion_mnists():
     small, big = _resolved("jumprelu", 64), _resolved("jumprelu", 784)
     assert (small.sparsity.jumprelu_tanh, small.model.unit_norm_decoder, small.train.recon, small.train.lr_decay) \
-        == (0.5, False, "mse", 0.2)
+        == (0.75, False, "mse", 0.2)
     assert (big.sparsity.jumprelu_tanh, big.model.unit_norm_decoder, big.train.recon, big.train.lr_decay) \
         == (0.0, True, "fvu", 0.0)
     assert (small.sparsity.preact_coef, big.sparsity.preact_coef) == (1e-2, 0.0)
