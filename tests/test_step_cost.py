@@ -65,8 +65,11 @@ def test_leaves_left_by_an_unfinished_step_are_dropped_by_the_next():
     objective = Objective(SparsityConfig(penalty="topk", auxk=True, beta=0.0))
     objective.column_leaves = leaves
     objective(model, model(x))  # a forward pass without backward
+    first = leaves.pending
     objective(model, model(x))
-    assert len(leaves.pending) == 1
+    assert first is not None and leaves.pending is not None and leaves.pending[3] is not first[3]  # the last one only
+    leaves.add_grads()  # no backward ran: nothing is added, and nothing is left pending
+    assert leaves.pending is None and model.decoder[0].weight.grad is None
 
 
 def test_auxk_keeping_every_dead_unit_is_their_relu():

@@ -246,7 +246,7 @@ class SparsityConfig:
     columns: jumprelu 1e-2, l1 1e-3; else 0)."""
     jumprelu_tanh: float | None = param(None, ge=0)
     """JumpReLU: 0 penalises the number of open gates (L0); c > 0 penalises sum_j tanh(c h_j ||d_j||) instead;
-    default: the family's (0.5 on inputs of fewer than 784 columns, else 0)."""
+    default: the family's (0.75 on inputs of fewer than 784 columns, else 0)."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2."""

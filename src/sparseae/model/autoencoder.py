@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, JUMPRELU, K_CODES, MP, NONE, TOPK
 from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove_parallel_grad_,
-                    threshold_activation, topk_select)
+                    support_firing_counts, threshold_activation, topk_select)
 from ..errors import SparseAEError
 from .collectives import ONE_PROCESS, Collectives
 from .init import initialize
@@ -162,9 +162,7 @@ class SparseAutoencoder(nn.Module):
         code, t = out.hidden[-1], self.active_threshold
         fired = out.fired
         if fired is None and out.topk_support is not None:  # the units kept with |h| > t, k a row
-            values, indices = out.topk_support
-            fired = torch.zeros(code.shape[1], dtype=torch.bool, device=code.device)
-            fired[indices[values.detach().abs() > t]] = True
+            fired = support_firing_counts(*out.topk_support, code.shape[1], t) > 0
         elif fired is None:  # |h| > t somewhere in the batch, as two reductions (no batch x code temporaries)
             c = code.detach()
             fired = (c.amax(dim=0) > t) | (c.amin(dim=0) < -t)

@@ -26,6 +26,15 @@ def topk_select(z: torch.Tensor, k: int, act: Activation) -> tuple[torch.Tensor,
     return torch.zeros_like(z).scatter_(-1, idx, vals), vals, idx
 
 
+def support_firing_counts(values: torch.Tensor, indices: torch.Tensor, units: int,
+                          threshold: float) -> torch.Tensor:
+    """Per code unit, the rows on which it fired (|h| > threshold) in a per-example TopK code given by its
+    support (topk_select's values and indices, distinct per row; zero elsewhere), as int32 counts: k values
+    a row read instead of the whole code."""
+    kept = values.detach().abs() > threshold
+    return torch.bincount(indices[kept], minlength=units).to(torch.int32)
+
+
 def batchtopk_activation(z: torch.Tensor, k: int, act: Activation) -> tuple[torch.Tensor, torch.Tensor]:
     """Over the whole batch: keep the k * batch largest activations; returns (code, smallest kept value)."""
     a = act(z)

@@ -55,20 +55,20 @@ class ColumnLeaves:
     """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+        self.pending: tuple[torch.Tensor, int, torch.Tensor, torch.Tensor] | None = None
 
     def select(self, weight: torch.Tensor, unit_dim: int, cols: torch.Tensor) -> torch.Tensor:
         """The out x len(cols) columns of the units `cols` of `weight` (its units along `unit_dim`)."""
         leaf = weight.detach().index_select(unit_dim, cols).requires_grad_()
-        self.pending = [(weight, unit_dim, cols, leaf)]  # one AuxK term a step: a new forward drops the last
+        self.pending = (weight, unit_dim, cols, leaf)  # one AuxK term a step: a new forward drops the last
         return leaf if unit_dim == 1 else leaf.t()
 
     @torch.no_grad()
     def add_grads(self) -> None:
-        """After backward: each selected column's gradient into its weight's gradient."""
-        for weight, unit_dim, cols, leaf in self.pending:
-            if leaf.grad is not None:
-                if weight.grad is None:
-                    weight.grad = torch.zeros_like(weight)
-                weight.grad.index_add_(unit_dim, cols, leaf.grad)
-        self.pending = []
+        """After backward: the selected columns' gradient into their weight's gradient."""
+        if self.pending is not None and self.pending[3].grad is not None:
+            weight, unit_dim, cols, leaf = self.pending
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            weight.grad.index_add_(unit_dim, cols, leaf.grad)
+        self.pending = None

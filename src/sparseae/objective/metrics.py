@@ -5,6 +5,7 @@ import torch
 
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
+from ..model.codes import support_firing_counts
 
 
 def require_finite_weights(model: SparseAutoencoder) -> None:
@@ -77,9 +78,7 @@ def _firing_and_sum(out, thr: float) -> tuple[torch.Tensor, torch.Tensor]:
     the code (float64). A TopK code is read from its k kept values a row, not from the whole code."""
     if out.topk_support is not None:
         values, indices = out.topk_support
-        kept = values != 0 if thr == 0 else values.abs() > thr
-        counts = torch.bincount(indices[kept], minlength=out.hidden[-1].shape[1]).to(torch.int32)
-        return counts, values.double().sum()
+        return support_firing_counts(values, indices, out.hidden[-1].shape[1], thr), values.double().sum()
     code = out.hidden[-1]
     firing = code != 0 if thr == 0 else code.abs() > thr
     return firing.sum(0, dtype=torch.int32), code.float().sum().double()  # (int32: 2x faster than int64)

@@ -59,14 +59,18 @@ def kl_term(objective: "Objective", layer: int, h: torch.Tensor, model=None, out
     return kl_penalty(h, objective.sparsity.rho, rho_hat)
 
 
+def decoder_norms(model: SparseAutoencoder, dtype: torch.dtype) -> torch.Tensor:
+    """||d_j||, the norm of each code unit's decoder column (the weights of the decoder-norm penalties)."""
+    return column_norms(model.decoder_weights()[0], 0).squeeze(0).to(dtype)
+
+
 def l1_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAutoencoder | None = None,
             out: AutoencoderOutput | None = None) -> torch.Tensor:
     """sum_j |h_j| (mean over examples); on the code with decoder_norm_l1, sum_j |h_j| ||d_j||: scaling a
     unit's code down and its decoder column up no longer lowers the penalty (Anthropic, April 2024)."""
     if model is not None and objective.sparsity.decoder_norm_l1 \
             and layer % len(model.config.hidden) == len(model.config.hidden) - 1:
-        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(h.dtype)
-        return (h.abs() @ norms).mean()
+        return (h.abs() @ decoder_norms(model, h.dtype)).mean()
     return l1_penalty(h)
 
 
@@ -78,7 +82,7 @@ def l0_term(objective: "Objective", layer: int, h: torch.Tensor, model: SparseAu
     the rows where its value is small (on planted features: MMCS 0.93 -> 0.98, docs/sparsity_families.md)."""
     c = objective.sparsity.jumprelu_tanh
     if c:
-        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(h.dtype) if model is not None else 1.0
+        norms = decoder_norms(model, h.dtype) if model is not None else 1.0
         # h, not |h| (h >= 0 here): the estimator reads the gradient at h = 0 for the rows just below a threshold
         return torch.tanh(c * h * norms).sum(-1).mean()
     if out is None or out.gate_l0 is None:  # evaluation pass: the count, no gradient
@@ -239,7 +243,7 @@ class Objective:
         the only gradient that reaches a latent whose pre-activations all lie below its threshold (raising them
         and lowering the threshold); a dead latent's weights otherwise never move again."""
         z = out.code_preact.to(torch.float32)
-        norms = column_norms(model.decoder_weights()[0], 0).squeeze(0).to(z.dtype)
+        norms = decoder_norms(model, z.dtype)
         theta = model.gate_threshold().to(z.dtype) if model.config.topk == JUMPRELU else z.new_zeros(())
         return (torch.relu(theta - z) @ (norms * model.dead_mask().to(z.dtype))).mean()
 
