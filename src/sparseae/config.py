@@ -51,7 +51,7 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False,
               "target_dim": None},
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None,
-                 "preact_coef": 0.0, "jumprelu_tanh": 0.0},
+                 "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0},
     "train": {"lr_decay": 0.0, "target": None, "target_key": None},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
@@ -247,6 +247,11 @@ class SparsityConfig:
     jumprelu_tanh: float | None = param(None, ge=0)
     """JumpReLU: 0 penalises the number of open gates (L0); c > 0 penalises sum_j tanh(c h_j ||d_j||) instead;
     default: the family's (0.75 on inputs of fewer than 784 columns, else 0)."""
+    batchtopk_warmup: float | None = param(None, ge=0, le=1)
+    """BatchTopK: the share of the training steps, from the start, on which each example keeps its own k largest
+    units (per-example TopK) before the batch's k * batch largest take over; the inference threshold is
+    learned from the batch steps only. default: the family's (one-layer batchtopk on inputs of fewer than
+    784 columns 0.75, else 0)."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2."""
@@ -278,6 +283,9 @@ class SparsityConfig:
             if self.target_l0 >= model.hidden[-1]:
                 raise SparseAEError(f"sparsity.target_l0 must be below the code size {model.hidden[-1]}; "
                                     f"got {self.target_l0:g}")
+        if self.batchtopk_warmup and model.topk != families.BATCHTOPK:
+            raise SparseAEError("sparsity.batchtopk_warmup needs a batchtopk code (it trains the first steps with "
+                                f"per-example TopK); model.topk is '{model.topk}'")
         if self.preact_coef and (self.penalty not in (families.L1, families.JUMPRELU) or not model.one_layer()):
             raise SparseAEError("sparsity.preact_coef needs a one-layer l1 or jumprelu model (it revives code "
                                 f"units below their threshold); penalty is '{self.penalty}'")
@@ -488,11 +496,21 @@ def batch_size_for(rows: int | None) -> int:
     return max(8, 2 ** int(math.log2(max(rows // 32, 1))))
 
 
-def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None = None) -> RunConfig:
+def aims_at_l0(family: families.Family, model: ModelConfig, train: TrainConfig) -> bool:
+    """Whether a run that states neither beta nor an L0 aims at families.default_l0: a family whose beta can be
+    steered, on data other than FashionMNIST (where its beta was tuned), one code layer of 4 units or more whose
+    input size is known, minibatch steps and no CUDA graph (the steering changes beta at every step)."""
+    return (family.adapts_beta and train.dataset != "fashion-mnist" and bool(model.input_dim) and model.one_layer()
+            and model.hidden[-1] >= 4 and train.optimizer not in FULL_BATCH_OPTIMIZERS and not train.cuda_graph)
+
+
+def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None = None,
+            unit_interval: bool | None = None) -> RunConfig:
     """The configuration a run trains with: a copy of `requested` with every unset (None) setting filled in
     exactly once, by the sparsity family's record (families.py), then checked; the batch size from the
-    training `rows` and the rates that depend on the input's size from `input_dim` when given
-    (training/session.py knows them once the data is loaded). Pure: `requested` is
+    training `rows`, the rates that depend on the input's size from `input_dim`, and a linear output for a
+    sigmoid-output family when `unit_interval` is False (the training values do not all lie in [0, 1]), each
+    when given (training/session.py knows them once the data is loaded). Pure: `requested` is
     left as it is. config.json records the result, so it says what was trained; an explicit value (flag, preset,
     config.json, Python) always wins. train, sweep, stack, monitor and the Python API all come through here."""
     for section in ("model", "sparsity", "train"):  # types and ranges first: the family is looked up by name
@@ -502,15 +520,20 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
     m.input_dim = m.input_dim if input_dim is None else input_dim
     if m.topk == families.NONE:
         m.topk = families.FAMILIES[s.penalty].code  # --penalty topk --k K is the short spelling
-    if t.optimizer in FULL_BATCH_OPTIMIZERS and s.beta_warmup is None:
-        s.beta_warmup = 0  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
+    if t.optimizer in FULL_BATCH_OPTIMIZERS:  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
+        s.beta_warmup = 0 if s.beta_warmup is None else s.beta_warmup
+        s.batchtopk_warmup = 0.0 if s.batchtopk_warmup is None else s.batchtopk_warmup
     if s.auxk is None and m.topk_kernel == "sparse":
         s.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
     if t.target is not None and m.pre_bias is None:
         m.pre_bias = False  # b_dec is in the target's space: it has no place in the input's
     if m.input_scale is None and t.dataset == "fashion-mnist":
         m.input_scale = False  # the data the recipes were tuned on, at the scale they were tuned at
-    fill_defaults(family_of(m, s), m, {"model": m, "sparsity": s, "train": t})
+    family = family_of(m, s)
+    fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
+                  data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None)
+    if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
+        s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
     if t.batch_size is None:
         t.batch_size = batch_size_for(rows)
     c.check()

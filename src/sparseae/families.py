@@ -32,7 +32,7 @@ OFF: dict[str, dict[str, Any]] = {
               "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0,
               "input_scale": False},
     "sparsity": {"beta": 0.0, "auxk": False, "decoder_norm_l1": False, "beta_warmup": 0, "preact_coef": 0.0,
-                 "jumprelu_tanh": 0.0, "auxk_coef": 0.125},
+                 "jumprelu_tanh": 0.0, "auxk_coef": 0.125, "batchtopk_warmup": 0.0},
     "train": {"recon": "mse", "lr": 1e-3, "lr_decay": 0.0},
 }
 
@@ -54,12 +54,37 @@ def topk_lr(model: Any) -> float:
     return 1.5e-3 * min(1.0, (1024 / model.hidden[-1]) ** 0.5) * small_input
 
 
+# Data with values outside [0, 1] for a family whose output would be Ng's sigmoid (kl, none): a sigmoid cannot
+# reach them (raw Tennessee Eastman: FVU 19,200). UFLDL's linear decoder instead (the seed's own variant for such
+# data), on inputs rescaled to FashionMNIST's spread (model.input_scale) and, in a one-layer model, centred by
+# b_dec starting at the data mean (model.pre_bias) as the other families' are, so the sigmoid code units start
+# unsaturated. config.resolve layers it under the family's own settings.
+OUTSIDE_UNIT_INTERVAL: dict[str, dict[str, Any]] = {"model": {
+    "output_activation": "linear", "input_scale": True, "pre_bias": lambda model: model.one_layer(),
+    "bias_init": lambda model: "mean" if model.one_layer() else "default"}}
+
+
+def default_l0(model: Any) -> float:
+    """The L0 an l1 or jumprelu run aims at on data other than FashionMNIST when the user states neither beta
+    nor an L0: input_dim / 8 (1 to 64), at most a quarter of the code. A beta's meaning depends on the data
+    (on planted features in 64 dimensions the FashionMNIST beta gave L0 174 for 5 true features per row); an
+    L0 does not. input_dim / 8 is where the TopK runs of docs/sparsity_families.md sit (k 8 on 52-64 inputs, 16
+    on 128): a code a few times sparser than the input, as the field's SAEs use."""
+    return float(max(1, min(64, round(model.input_dim / 8), model.hidden[-1] // 4)))
+
+
+def small_input(model: Any) -> bool:
+    """Fewer input columns than FashionMNIST's 784, where the recipes were tuned: the one boundary of the
+    small-input rules (by_input_size, jumprelu_start, L1's L0 controller rate in objective/objective.py)."""
+    return model.input_dim < 784
+
+
 def by_input_size(small: Any, other: Any) -> Callable[[Any], Any]:
     """A default that is `small` on inputs of fewer than 784 columns, else `other` (the value tuned on
     FashionMNIST's 784 pixels, kept there bit for bit). L1 and JumpReLU with a stated L0 on planted features
     (64 inputs) learned their features only with these, and the same settings cost FashionMNIST reconstruction
     (docs/sparsity_families.md, 'Penalty families on small inputs'); measured on 52-128 inputs, not derived."""
-    return lambda model: small if model.input_dim < 784 else other
+    return lambda model: small if small_input(model) else other
 
 
 def batchtopk_auxk_coef(model: Any) -> float:
@@ -80,6 +105,15 @@ def _check_kl(model: Any, sparsity: Any) -> None:
             raise SparseAEError(
                 f"the KL penalty needs activations in (0, 1) but layer {i % n} uses '{acts[i]}'; "
                 "set model.activation (or model.code_activation) to 'sigmoid', or penalty to 'l1'")
+
+
+def jumprelu_start(small: Any, other: Any) -> Callable[[Any], Any]:
+    """JumpReLU's start: `small` on inputs of fewer than 784 columns with a code narrower than 512 latents, else
+    `other`. Small data sets give short runs (Tennessee Eastman, digits, patches: 200-320 steps), where the
+    faster start let the code reach its L0 early enough to train at it; on 512 latents and more (measured on long
+    runs of planted features, 1,875 steps) the faster rate lost features: correlated groups MMCS 0.892 -> 0.817,
+    1,024 latents 0.961 -> 0.33 (docs/sparsity_families.md, 'A faster start for short runs')."""
+    return lambda model: small if small_input(model) and model.hidden[-1] < 512 else other
 
 
 def _check_jumprelu(model: Any, sparsity: Any) -> None:
@@ -145,7 +179,13 @@ _MODERN = {"model": {"activation": "relu", "output_activation": "linear", "input
 _MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bias_init": "mean",
                                "dead_window": 2000},
                      "sparsity": {"auxk": True}}
-_BATCHTOPK_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {"auxk": True, "auxk_coef": batchtopk_auxk_coef}}
+# BatchTopK below 784 inputs trains its first three quarters per example (sparsity.batchtopk_warmup): a unit half
+# aligned with a feature is seldom among the batch's k*B largest, so it got no gradient and the features formed
+# slowly (planted MMCS 0.921 -> 0.975 on d 32, 0.905 -> 0.955 with correlated features, 0.823 -> 0.958 on d 128).
+# A share of 0.5 left d 128 at 0.940 and one correlated seed at 0.948, and cost less on patches (FVU / PCA 0.38
+# against 0.45; docs/sparsity_families.md, "BatchTopK on small inputs starts per example").
+_BATCHTOPK_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {"auxk": True, "auxk_coef": batchtopk_auxk_coef,
+                                                           "batchtopk_warmup": by_input_size(0.75, 0.0)}}
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (the tutorial's 0.001 leaves a
@@ -157,12 +197,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # unit-norm constraint), beta warmed up from 0; b_dec at the data mean and subtracted (not subtracted,
     # 53-58% of the units never fired on non-negative pixels). 256 units, 3 epochs, beta 3e-4: L0 66.6, FVU /
     # PCA's at that L0 1.014 with lr 1e-3; 0.845 with 3e-3.
+    # Below 784 inputs: lr 2e-2, no warm-up, pre-activation loss 5e-4 (and the L0 controller's rate set by the
+    # run's length, objective.L0_RUN_RATE). At 5e-3 with a 200-step warm-up the code could not follow beta, which
+    # rose 15-30x and reached the stated L0 by shrinking every value (heavy-tailed set: beta 1.8e-2 at the end,
+    # 1.2e-3 at lr 3e-2): FVU / PCA 1.67 digits, 8.6 heavy-tailed; now 0.66, 0.80. preact 1e-3 kept the heavy-tailed set
+    # above PCA (its rare latents count as dead), 1e-4 lost planted features (d 64 MMCS 0.93), lr 2.5e-2 too (0.90);
+    # docs/sparsity_families.md, 'Penalty families on small inputs'.
     Family(L1, "L1 of the code (ReLU units), each unit weighted by its decoder column's norm",
            defaults={"model": {"activation": "relu", "output_activation": "linear", "input_scale": True},
-                     "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": 200},
-                     "train": {"lr": by_input_size(5e-3, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
+                     "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": by_input_size(0, 200)},
+                     "train": {"lr": by_input_size(2e-2, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean", "dead_window": 2000},
-                      "sparsity": {"preact_coef": by_input_size(1e-3, 0.0)}},
+                      "sparsity": {"preact_coef": by_input_size(5e-4, 0.0)}},
            term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True),
     Family(NONE, "no sparsity: the plain autoencoder"),
     Family(TOPK, "the k largest units of each example (no penalty term)", code=TOPK, defaults=_MODERN,
@@ -175,11 +221,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # (by_input_size) Anthropic's January 2025 form: a tanh penalty, free decoder norms, the pre-activation loss.
     # tanh's c 0.75: 0.5 gave planted MMCS 0.979 / 0.965 (d 64 / d 32) and real-set FVU / PCA 0.67 patches, 1.00
     # digits; 0.75 0.976 / 0.958, 0.65, 0.93; 1 kept d 32 under 0.95 (docs/sparsity_families.md).
+    # Small inputs with codes under 512 latents (jumprelu_start) also start faster: lr 7e-3, beta 1e-2, a 30-step
+    # warm-up. Small real sets give 200-320 steps, and at 3e-3 the code reached its L0 late and stayed half trained
+    # (Tennessee Eastman FVU 0.42; 0.036 with 20 epochs). With it: FVU / PCA 0.46 patches, 0.58 digits, Tennessee
+    # Eastman FVU 0.17, planted d 32 MMCS 0.960 (lr 8e-3: Tennessee Eastman 0.10, but d 32 under 0.95 on 2 seeds of 6).
     Family(JUMPRELU, "an L0 penalty on a code with learned per-unit thresholds", code=JUMPRELU,
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
                                "jumprelu_bandwidth": 0.05, "input_scale": True},
-                     "sparsity": {"beta": 1e-3, "beta_warmup": 200, "jumprelu_tanh": by_input_size(0.75, 0.0)},
-                     "train": {"recon": by_input_size("mse", "fvu"), "lr": 3e-3, "lr_decay": by_input_size(0.2, 0.0)}},
+                     "sparsity": {"beta": jumprelu_start(1e-2, 1e-3), "beta_warmup": jumprelu_start(30, 200),
+                                  "jumprelu_tanh": by_input_size(0.75, 0.0)},
+                     "train": {"recon": by_input_size("mse", "fvu"), "lr": jumprelu_start(7e-3, 3e-3),
+                               "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"unit_norm_decoder": by_input_size(False, True), "pre_bias": True,
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
@@ -207,10 +259,12 @@ def family_of(model: Any, sparsity: Any) -> Family:
     return FAMILIES[penalty]
 
 
-def fill_defaults(family: Family, model: Any, sections: dict[str, Any]) -> None:
+def fill_defaults(family: Family, model: Any, sections: dict[str, Any], data: dict[str, dict[str, Any]] | None = None
+                  ) -> None:
     """Set every unset (None) setting of the dataclasses in `sections` (section name -> config) to
-    `family`'s default, then OFF's. Values given as functions are of the (resolved so far) model."""
-    layers = [family.defaults, family.one_layer if model is not None and model.one_layer() else {}, OFF]
+    `family`'s default, then `data`'s (what the data asks of any family, e.g. OUTSIDE_UNIT_INTERVAL), then OFF's.
+    Values given as functions are of the (resolved so far) model."""
+    layers = [family.defaults, family.one_layer if model is not None and model.one_layer() else {}, data or {}, OFF]
     for section, obj in sections.items():
         for values in (layer.get(section, {}) for layer in layers):
             for name, value in values.items():

@@ -122,6 +122,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--l0": ("sparsity", "target_l0", {"type": float, "metavar": "TARGET"}),
     "--preact-coef": ("sparsity", "preact_coef", {"type": float}),
     "--jumprelu-tanh": ("sparsity", "jumprelu_tanh", {"type": float}),
+    "--batchtopk-warmup": ("sparsity", "batchtopk_warmup", {"type": float, "metavar": "SHARE"}),
     "--classes": ("train", "classes", {"type": int_list,
                                        "help": "use only the examples of these labels, e.g. 5,6,7,8,9"}),
     "--limit-train": ("train", "limit_train", {"type": int}),

@@ -93,9 +93,12 @@ def run_train(args: argparse.Namespace) -> int:
             print(warning, file=sys.stderr)
     print(f"trained {steps} in {result.seconds:.1f} s: {loss} {last['train_loss']:.6g}, "
           f"val_mse {last['val_mse']:.5f}, mean activation {last['mean_activation']:.4f}; run folder {out}")
-    if config.sparsity.target_l0 is not None:
-        print(f"L0 reached {last['l0']:.2f} on the validation rows (asked for {config.sparsity.target_l0:g}; "
-              f"beta adapted to {last['beta']:.4g})")
+    trained = result.config or config
+    target = trained.sparsity.target_l0
+    if target is not None:
+        asked = f"asked for {target:g}" if config.sparsity.target_l0 is not None else \
+            f"the default target {target:g} for {trained.model.input_dim} input columns; --l0 or --beta to choose"
+        print(f"L0 reached {last['l0']:.2f} on the validation rows ({asked}; beta adapted to {last['beta']:.4g})")
     return 0
 
 

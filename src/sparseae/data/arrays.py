@@ -396,6 +396,9 @@ class RowStatistics:
     mean: np.ndarray
     std: np.ndarray
     covariance: np.ndarray | None = None
+    low: float | None = None
+    high: float | None = None
+    """The smallest and largest value of any feature (None where not scanned)."""
 
 
 def scan(array: ArrayFile, start: int, stop: int, covariance: bool = False,
@@ -406,7 +409,7 @@ def scan(array: ArrayFile, start: int, stop: int, covariance: bool = False,
     so the result does not suffer the cancellation of sum(x^2) - n mean^2.
     """
     rows = max(1, chunk_bytes // (4 * array.n_cols))
-    n, mean, m2 = 0, np.zeros(array.n_cols), np.zeros(array.n_cols)
+    n, mean, m2, low, high = 0, np.zeros(array.n_cols), np.zeros(array.n_cols), math.inf, -math.inf
     cov = np.zeros((array.n_cols, array.n_cols)) if covariance else None
     for i in range(start, stop, rows):
         a = array.read(i, min(i + rows, stop))
@@ -416,6 +419,7 @@ def scan(array: ArrayFile, start: int, stop: int, covariance: bool = False,
             raise SparseAEError(f"{array.path}: row {i + r}, column {c} is {a[r, c]}; "
                                 "the data must be finite (no NaN or inf)")
         a = a.astype(np.float64)
+        low, high = min(low, float(a.min())), max(high, float(a.max()))
         m, cm = len(a), a.mean(0)
         d = a - cm
         delta = cm - mean
@@ -425,7 +429,7 @@ def scan(array: ArrayFile, start: int, stop: int, covariance: bool = False,
             cov += d.T @ d + np.outer(delta, delta) * n * m / tot
         mean = mean + delta * m / tot
         n = tot
-    return RowStatistics(n, mean, np.sqrt(m2 / n), None if cov is None else cov / n)
+    return RowStatistics(n, mean, np.sqrt(m2 / n), None if cov is None else cov / n, low, high)
 
 
 # --- the data set: a training range and a validation range of one file ---

@@ -76,6 +76,18 @@ class Dataset:
         return self.test.to(device)
 
 
+def within_unit_interval(data: DataSource, limit: int | None = None) -> bool | None:
+    """Whether every training value (of the first `limit` rows) lies in [0, 1], where a sigmoid output can
+    reach it; None when not known (a streamed file not scanned)."""
+    if data.in_memory:
+        rows = data.train[:limit]
+        return bool(rows.numel() == 0 or (rows.min() >= 0 and rows.max() <= 1))
+    st = data.statistics
+    if st is None or st.low is None:
+        return None
+    return bool(st.low >= 0 and st.high <= 1)
+
+
 def first_rows(rows: torch.Tensor | Iterable[torch.Tensor], n: int) -> torch.Tensor:
     """The first `n` of validation rows as a tensor, whether in memory or chunks of a file."""
     return rows[:n] if torch.is_tensor(rows) else rows.head(n)

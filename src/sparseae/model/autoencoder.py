@@ -73,6 +73,8 @@ class SparseAutoencoder(nn.Module):
         if c.topk == BATCHTOPK:
             # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
             self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
+        # BatchTopK trained with each example's own k (sparsity.batchtopk_warmup); the training loop sets it.
+        self.per_example_topk = False
         if c.topk == JUMPRELU:
             # JumpReLU's per-unit thresholds. Learned as they are, not in log space: Adam moves a parameter
             # by about lr per step, and a log threshold then takes thousands of steps to reach the scale
@@ -216,7 +218,7 @@ class SparseAutoencoder(nn.Module):
             return act(z), None, None
         if mode == JUMPRELU:
             return jumprelu_activation(z, self.gate_threshold(), self.config.jumprelu_bandwidth), None, None
-        if mode == BATCHTOPK:
+        if mode == BATCHTOPK and not self.per_example_topk:
             if self.training:
                 return *collectives.batchtopk(z, self.config.k, act), None
             if self.batchtopk_threshold >= 0:

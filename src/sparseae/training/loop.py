@@ -121,6 +121,9 @@ class _Loop:
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.steps = batches.steps()
         objective.total_steps = cfg.epochs * self.steps  # when a stated L0 starts steering beta
+        # BatchTopK's first steps with per-example TopK (a unit half aligned with a feature is seldom among
+        # the batch's k*B largest, so it would get no gradient; each example's k gives it one)
+        self.topk_steps = int((objective.sparsity.batchtopk_warmup or 0.0) * objective.total_steps)
         # AuxK's decoder columns as a leaf, added to the gradient by hand after each backward (not inside a
         # compiled step, where the leaf would break the graph)
         objective.column_leaves = None if cfg.compile else ColumnLeaves()
@@ -166,6 +169,7 @@ class _Loop:
         self.bar.close()
         self.objective.step = None  # used outside the loop: the full beta
         self.objective.column_leaves = None  # and AuxK's gradient through autograd
+        self.model.per_example_topk = False
         self.model.set_decoder_layout(code_major=False)  # the model leaves as it came, in the usual layout
 
     def _epoch(self, epoch: int, state: LoopState) -> None:
@@ -194,6 +198,7 @@ class _Loop:
         if cfg.lr_decay:
             set_lr(self.optimizer, cfg.lr * decay_factor(step, cfg.epochs * self.steps, cfg.lr_decay))
         self.objective.step = step
+        self.model.per_example_topk = step < self.topk_steps
         # beta changes at every step of its warm-up, and a recorded step keeps the beta it was recorded with
         warming_up = step < (self.objective.sparsity.beta_warmup or 0)
         run_step = self._step if self.graph is None or warming_up else self.graph

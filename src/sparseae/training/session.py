@@ -26,7 +26,7 @@ from ..objective.metrics import never_fired_fraction, unit_firing_frequency
 from ..config import FULL_BATCH_OPTIMIZERS, RunConfig, resolve
 from ..data import DataSource, load_dataset
 from ..data.batches import BatchSource
-from ..data.dataset import first_rows, select_classes
+from ..data.dataset import first_rows, select_classes, within_unit_interval
 from ..errors import SparseAEError
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
@@ -265,7 +265,7 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     measured = copy.deepcopy(requested)
     for name in ("input_dim", "target_dim", "image_shape"):  # what prepare_data read from the data
         setattr(measured.model, name, getattr(config.model, name))
-    config = resolve(measured, rows)
+    config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train))
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
