@@ -81,7 +81,10 @@ def within_unit_interval(data: DataSource, limit: int | None = None) -> bool | N
     reach it; None when not known (a streamed file not scanned)."""
     if data.in_memory:
         rows = data.train[:limit]
-        return bool(rows.numel() == 0 or (rows.min() >= 0 and rows.max() <= 1))
+        if rows.numel() == 0:
+            return True
+        low, high = torch.aminmax(rows)  # one pass over the rows at start-up, not two
+        return bool(low >= 0 and high <= 1)
     st = data.statistics
     if st is None or st.low is None:
         return None
