@@ -17,7 +17,7 @@ from sparseae.model import SparseAutoencoder
 from sparseae.model.transforms import TARGET_RMS, InputTransform
 from sparseae.objective import Objective
 from sparseae.objective.metrics import evaluate
-from sparseae.objective.objective import L0_RATE
+from sparseae.families import L0_RATE
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import any_data  # noqa: E402

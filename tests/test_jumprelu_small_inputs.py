@@ -1,42 +1,71 @@
-"""JumpReLU's start on inputs of fewer than 784 columns with codes under 512 latents: a higher rate, a 10x starting
-beta and a 30-step warm-up, so that a short run (a few hundred steps on a small data set) reaches its L0 early; wider
-codes, 784 columns and FashionMNIST keep the start they were tuned with."""
+"""JumpReLU's start on a short run on inputs of fewer than 784 columns (families.is_short_run: minibatch steps times
+code units under families.SHORT_RUN; config.resolve counts the steps from the training rows, batch and epochs):
+a higher rate, a 10x starting beta and a 30-step warm-up, so that a run of a few hundred steps reaches its L0 early;
+longer runs, runs of unknown length, 784 columns and FashionMNIST keep the start they were tuned with."""
+import math
+
 import pytest
 
-from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
+from sparseae import families
+from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve, run_steps
 from sparseae.objective import Objective
 
+FAST, PLAIN = (7e-3, 1e-2, 30), (3e-3, 1e-3, 200)
 
-def _resolved(input_dim, dataset="array", latents=128, **sparsity):
+
+def _resolved(input_dim, rows=500, epochs=5, dataset="array", latents=128, optimizer="adam", **sparsity):
     return resolve(RunConfig(ModelConfig(hidden=[latents]), SparsityConfig(penalty="jumprelu", **sparsity),
-                             TrainConfig(dataset=dataset, data="x.npy" if dataset == "array" else None)),
-                   input_dim=input_dim)
+                             TrainConfig(dataset=dataset, data="x.npy" if dataset == "array" else None,
+                                         epochs=epochs, optimizer=optimizer)),
+                   rows=rows, input_dim=input_dim)
 
 
-def test_small_inputs_start_faster_and_784_columns_keep_the_fashion_mnist_start():
-    small = _resolved(52, target_l0=8)
-    assert (small.train.lr, small.sparsity.beta, small.sparsity.beta_warmup) == (7e-3, 1e-2, 30)
+def _start(run):
+    return run.train.lr, run.sparsity.beta, run.sparsity.beta_warmup
+
+
+def test_run_steps_are_epochs_times_the_batches_of_an_epoch():
+    # 500 rows take batch 8 (63 steps an epoch, the last one short); 96,000 take 256 (375)
+    assert run_steps(_resolved(52, rows=500, target_l0=8).train, 500) == 5 * 63
+    assert run_steps(_resolved(64, rows=96000, target_l0=5).train, 96000) == 5 * 375
+    assert run_steps(_resolved(64, rows=None, target_l0=5).train, None) is None
+    assert run_steps(_resolved(64, optimizer="lbfgs", beta=1e-3, rows=500).train, 500) is None
+
+
+@pytest.mark.parametrize("latents", [128, 1024])
+def test_a_short_run_on_small_inputs_starts_faster_at_any_width(latents):
+    short = _resolved(52, latents=latents, target_l0=8)  # 315 steps
+    assert _start(short) == FAST
     # the rest of the small-input recipe is unchanged
-    assert (small.sparsity.jumprelu_tanh, small.model.unit_norm_decoder, small.train.recon,
-            small.train.lr_decay, small.sparsity.preact_coef) == (0.75, False, "mse", 0.2, 1e-2)
-    assert (_resolved(64, latents=511, target_l0=8).train.lr, _resolved(52, latents=8, target_l0=1).train.lr) \
-        == (7e-3, 7e-3)
-    for big in (_resolved(784, target_l0=8), _resolved(784, dataset="fashion-mnist")):
-        assert (big.train.lr, big.sparsity.beta, big.sparsity.beta_warmup) == (3e-3, 1e-3, 200)
+    assert (short.sparsity.jumprelu_tanh, short.model.unit_norm_decoder, short.train.recon,
+            short.train.lr_decay, short.sparsity.preact_coef) == (0.75, False, "mse", 0.2, 1e-2)
+
+
+@pytest.mark.parametrize("rows,epochs,latents", [(2000, 20, 512), (96000, 5, 512), (96000, 5, 1024), (None, 5, 128)])
+def test_long_runs_and_runs_of_unknown_length_keep_the_plain_start(rows, epochs, latents):
+    # 1,260 steps x 512, 1,875 x 512, 1,875 x 1,024 latent-steps; streamed data (length not known)
+    run = _resolved(64, rows=rows, epochs=epochs, latents=latents, target_l0=5)
+    assert _start(run) == PLAIN
+    assert (run.sparsity.jumprelu_tanh, run.model.unit_norm_decoder, run.train.recon) == (0.75, False, "mse")
+
+
+def test_the_boundary_is_short_run_latent_steps():
+    # 64 rows take a batch of 8 (8 steps an epoch); 128 latents: epochs * 8 * 128 latent-steps
+    below = math.ceil(families.SHORT_RUN / (8 * 128)) - 1
+    assert below * 8 * 128 < families.SHORT_RUN <= (below + 1) * 8 * 128
+    assert _start(_resolved(64, rows=64, epochs=below, target_l0=2)) == FAST
+    assert _start(_resolved(64, rows=64, epochs=below + 1, target_l0=2)) == PLAIN
+
+
+def test_784_columns_and_fashion_mnist_keep_their_start_on_short_runs():
+    for big in (_resolved(784, target_l0=8), _resolved(784, dataset="fashion-mnist", rows=500)):
+        assert _start(big) == PLAIN
         assert (big.sparsity.jumprelu_tanh, big.model.unit_norm_decoder, big.train.recon) == (0.0, True, "fvu")
 
 
-@pytest.mark.parametrize("latents", [512, 1024])
-def test_codes_of_512_latents_and_more_keep_the_plain_start_on_small_inputs(latents):
-    wide = _resolved(64, latents=latents, target_l0=5)
-    assert (wide.train.lr, wide.sparsity.beta, wide.sparsity.beta_warmup) == (3e-3, 1e-3, 200)
-    # the rest of the small-input recipe still applies
-    assert (wide.sparsity.jumprelu_tanh, wide.model.unit_norm_decoder, wide.train.recon) == (0.75, False, "mse")
-
-
-def test_stated_settings_win_over_the_small_input_start():
+def test_stated_settings_win_over_the_short_run_start():
     run = _resolved(64, target_l0=5, beta=1e-3, beta_warmup=200)
-    assert (run.sparsity.beta, run.sparsity.beta_warmup) == (1e-3, 200)
+    assert (run.sparsity.beta, run.sparsity.beta_warmup, run.train.lr) == (1e-3, 200, 7e-3)
 
 
 @pytest.mark.parametrize("input_dim,beta,warmup", [(64, 1e-2, 30), (784, 1e-3, 200)])

@@ -49,9 +49,9 @@ MAX_PARAMETERS = 2**31
 # value, and to_dict leaves it out while it has it, so an old config.json reads back as it is.
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False,
-              "target_dim": None},
+              "target_dim": None, "principal_start": False},
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None,
-                 "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0},
+                 "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0, "l0_rate": families.L0_RATE},
     "train": {"lr_decay": 0.0, "target": None, "target_key": None},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
@@ -96,6 +96,12 @@ class ModelConfig:
     exported weights changes no bit; a transcoder's input and target get one each (model/transforms.py).
     Default: yes for the l1, jumprelu, topk, batchtopk and matryoshka families on any data but fashion-mnist
     (there the factor would be 1, and the recipes are measured without it)."""
+    principal_start: bool | None = None
+    """Start a one-layer TopK-family code from the training rows' principal directions: b_dec at their mean,
+    latents 2i and 2i + 1 decoding +v_i and -v_i, encoder rows the same vectors with zero bias (the code then
+    keeps each row's k largest signed principal coefficients), the other latents' encoder rows at a tenth of
+    their decoder columns; the TopK families' rate is then 5e-4. Default: yes when k principal components hold
+    99% of the training rows' variance on fewer than 784 inputs held in memory (families.principal_start)."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
     topk: str = param(families.NONE, choices=TOPK_MODES)
@@ -237,8 +243,12 @@ class SparsityConfig:
     """Training steps over which beta rises linearly from 0 (L1, JumpReLU); default: the family's."""
     target_l0: float | None = param(None, gt=0)
     """L1, JumpReLU: the code's L0 (firing units per example) to reach: beta starts at its value and is adapted
-    at every step after the warm-up, multiplied by (batch L0 / target)^0.02 (objective/objective.py), so
+    at every step after the warm-up, multiplied by (batch L0 / target)^l0_rate (objective/objective.py), so
     a run asks for a sparsity instead of a weight whose meaning depends on the data."""
+    l0_rate: float | None = param(None, gt=0)
+    """With target_l0: the controller's step of log(beta) per unit of log(L0 / target); default
+    families.l0_rate (0.02; L1 on inputs of fewer than 784 columns: 5 / the run's steps, at most 0.05, when the
+    run's length is known before training)."""
     preact_coef: float | None = param(None, ge=0)
     """L1, JumpReLU: weight of the pre-activation loss on latents that have not fired for model.dead_window
     training examples, sum_j relu(threshold_j - z_j) ||d_j|| (threshold 0 for L1): it moves a dead latent's
@@ -496,6 +506,15 @@ def batch_size_for(rows: int | None) -> int:
     return max(8, 2 ** int(math.log2(max(rows // 32, 1))))
 
 
+def run_steps(train: TrainConfig, rows: int | None) -> int | None:
+    """The minibatch steps of a run on `rows` training rows held in memory (training/loop.py takes
+    ceil(rows / batch) a epoch); None when the rows are not known (streamed data) or a full-batch optimizer
+    counts iterations instead."""
+    if rows is None or train.optimizer in FULL_BATCH_OPTIMIZERS:
+        return None
+    return train.epochs * math.ceil(rows / train.batch_size)
+
+
 def aims_at_l0(family: families.Family, model: ModelConfig, train: TrainConfig) -> bool:
     """Whether a run that states neither beta nor an L0 aims at families.default_l0: a family whose beta can be
     steered, on data other than FashionMNIST (where its beta was tuned), one code layer of 4 units or more whose
@@ -505,7 +524,7 @@ def aims_at_l0(family: families.Family, model: ModelConfig, train: TrainConfig) 
 
 
 def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None = None,
-            unit_interval: bool | None = None) -> RunConfig:
+            unit_interval: bool | None = None, spectrum: list[float] | None = None) -> RunConfig:
     """The configuration a run trains with: a copy of `requested` with every unset (None) setting filled in
     exactly once, by the sparsity family's record (families.py), then checked; the batch size from the
     training `rows`, the rates that depend on the input's size from `input_dim`, and a linear output for a
@@ -529,13 +548,17 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
         m.pre_bias = False  # b_dec is in the target's space: it has no place in the input's
     if m.input_scale is None and t.dataset == "fashion-mnist":
         m.input_scale = False  # the data the recipes were tuned on, at the scale they were tuned at
-    family = family_of(m, s)
-    fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
-                  data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None)
-    if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
-        s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
     if t.batch_size is None:
         t.batch_size = batch_size_for(rows)
+    family, steps = family_of(m, s), run_steps(t, rows)
+    if m.principal_start is None and spectrum is not None:
+        m.principal_start = families.principal_start(m, spectrum)
+    fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
+                  data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None, steps=steps)
+    if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
+        s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
+    if s.l0_rate is None:  # recorded only where it steers: a rate on a run without a target would mean nothing
+        s.l0_rate = families.l0_rate(family, m, steps) if s.target_l0 is not None else families.L0_RATE
     c.check()
     return c
 

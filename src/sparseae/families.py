@@ -30,7 +30,7 @@ K_CODES = (TOPK, BATCHTOPK, MP)  # code layers that keep k units per example (Au
 OFF: dict[str, dict[str, Any]] = {
     "model": {"activation": "sigmoid", "output_activation": "sigmoid", "unit_norm_decoder": False,
               "pre_bias": False, "bias_init": "default", "dead_window": 60000, "encode_alpha": 1.0,
-              "input_scale": False},
+              "input_scale": False, "principal_start": False},
     "sparsity": {"beta": 0.0, "auxk": False, "decoder_norm_l1": False, "beta_warmup": 0, "preact_coef": 0.0,
                  "jumprelu_tanh": 0.0, "auxk_coef": 0.125, "batchtopk_warmup": 0.0},
     "train": {"recon": "mse", "lr": 1e-3, "lr_decay": 0.0},
@@ -50,6 +50,8 @@ def topk_lr(model: Any) -> float:
     (1,024 latents: 2x to 3x the rate left 29-48% never firing), so the factor is also at most
     (1024 / latents)^2: none at 1,024 latents and more, 4x at 512 (docs/sparsity_families.md, 'A rate for
     the input's size')."""
+    if model.principal_start:
+        return 5e-4  # the code starts at a solution (principal_start): steps refine it, a larger rate adds noise
     small_input = min(4.0, max(1.0, (784 / model.input_dim) ** 0.5), max(1.0, (1024 / model.hidden[-1]) ** 2))
     return 1.5e-3 * min(1.0, (1024 / model.hidden[-1]) ** 0.5) * small_input
 
@@ -64,6 +66,51 @@ OUTSIDE_UNIT_INTERVAL: dict[str, dict[str, Any]] = {"model": {
     "bias_init": lambda model: "mean" if model.one_layer() else "default"}}
 
 
+L0_RATE = 0.02
+"""The L0 controller's step of log(beta) per unit of log(L0 / target) (sparsity.l0_rate): a 10x too dense code
+raises beta 4.7% a step; slow against the code's response, which lags beta until the weights have moved."""
+L0_RUN_RATE = 5.0
+"""L1 on inputs of fewer than 784 columns: the controller's rate is this / the run's steps (at most 0.05), so that
+it takes the same share of any run to reach its target: 0.02 a step on a 250-step run, 0.0027 on a 1,875-step one.
+L0_RATE squeezed the code of long runs faster than its features formed (planted d 64 at lr 2e-2, seeds 0-1: MMCS
+0.92 / 0.90 with L0_RATE, 0.95 / 0.95 with this; 1,024 latents in 128 dimensions at lr 5e-3, seed 0: 0.83 with
+L0_RATE, 0.92 with this; docs/sparsity_families.md, 'Penalty families on small inputs')."""
+
+
+def l0_rate(family: "Family", model: Any, steps: int | None) -> float:
+    """The L0 controller's rate of a run of `steps` minibatch steps (None: not known before training):
+    family.l0_run_rate / steps (at most 0.05) where the family has one and the input is small, else L0_RATE."""
+    if family.l0_run_rate is None or not steps or model is None or not small_input(model):
+        return L0_RATE
+    return min(0.05, family.l0_run_rate / steps)
+
+
+PRINCIPAL_SHARE = 0.99
+"""The share of the training rows' variance that k principal components must hold for a TopK-family run to start
+from them (principal_start). Tennessee Eastman holds 0.996 at k 8; the heavy-tailed set 0.96 at 16, digits
+0.67, patches 0.49, the planted sets 0.11-0.16: forced on those, the start lost the planted features (MMCS 0.99
+-> 0.49-0.62) and left more latents never firing (digits 29% -> 68%)."""
+
+
+def can_start_principal(model: Any) -> bool:
+    """The shape model.principal_start needs: one untied code layer of k units with a linear output on inputs of
+    fewer than 784 columns (the encoder rows are the decoder's signed principal directions)."""
+    return (model.topk in (TOPK, BATCHTOPK) and model.one_layer() and not model.tied and bool(model.k)
+            and model.output_activation in (None, "linear") and bool(model.input_dim) and small_input(model)
+            and model.target_dim is None)  # output_activation None: the TopK families' linear default
+
+
+def principal_start(model: Any, spectrum: list[float]) -> bool:
+    """Whether a run starts from the principal directions (model.principal_start): a code that can
+    (can_start_principal) on data whose k leading principal components hold PRINCIPAL_SHARE of the training
+    rows' variance (`spectrum`: the covariance's eigenvalues, largest first). Tennessee Eastman (8 components hold
+    99.6%): from a random start the code spent its 310 steps finding that subspace (FVU 6x PCA's at k; 1.1x after
+    50 epochs); from the principal directions 0.5x (docs/sparsity_families.md, 'Data whose variance lies in a few
+    directions')."""
+    total = sum(spectrum)
+    return can_start_principal(model) and total > 0 and sum(spectrum[:model.k]) >= PRINCIPAL_SHARE * total
+
+
 def default_l0(model: Any) -> float:
     """The L0 an l1 or jumprelu run aims at on data other than FashionMNIST when the user states neither beta
     nor an L0: input_dim / 8 (1 to 64), at most a quarter of the code. A beta's meaning depends on the data
@@ -75,7 +122,7 @@ def default_l0(model: Any) -> float:
 
 def small_input(model: Any) -> bool:
     """Fewer input columns than FashionMNIST's 784, where the recipes were tuned: the one boundary of the
-    small-input rules (by_input_size, jumprelu_start, L1's L0 controller rate in objective/objective.py)."""
+    small-input rules (by_input_size, is_short_run, l0_rate)."""
     return model.input_dim < 784
 
 
@@ -107,13 +154,19 @@ def _check_kl(model: Any, sparsity: Any) -> None:
                 "set model.activation (or model.code_activation) to 'sigmoid', or penalty to 'l1'")
 
 
-def jumprelu_start(small: Any, other: Any) -> Callable[[Any], Any]:
-    """JumpReLU's start: `small` on inputs of fewer than 784 columns with a code narrower than 512 latents, else
-    `other`. Small data sets give short runs (Tennessee Eastman, digits, patches: 200-320 steps), where the
-    faster start let the code reach its L0 early enough to train at it; on 512 latents and more (measured on long
-    runs of planted features, 1,875 steps) the faster rate lost features: correlated groups MMCS 0.892 -> 0.817,
-    1,024 latents 0.961 -> 0.33 (docs/sparsity_families.md, 'A faster start for short runs')."""
-    return lambda model: small if small_input(model) and model.hidden[-1] < 512 else other
+SHORT_RUN = 500_000
+"""Latent-steps (training steps x code units) below which a run on small inputs is short (a family's `short_run`
+settings). JumpReLU's fast start (docs/sparsity_families.md, 'A faster start for short runs'), measured on
+planted features and real sets: better at 128 latents for 310-630 steps (Tennessee Eastman), 256 latents for 195-500
+(patches, digits) and 1,875 (planted, equal), 512 latents for 705 (planted), 1,024 latents for 195-250 (patches,
+digits); worse at 512 latents for 1,875 steps, 1,024 for 705-1,875 (planted) and 900 (heavy-tailed): the
+boundary lies between 480,000 and 705,000 latent-steps."""
+
+
+def is_short_run(model: Any, steps: int | None) -> bool:
+    """A run of `steps` minibatch steps (None when not known before training: streamed data, full-batch
+    optimizers) times code units under SHORT_RUN, on inputs of fewer than 784 columns."""
+    return model is not None and steps is not None and small_input(model) and steps * model.hidden[-1] < SHORT_RUN
 
 
 def _check_jumprelu(model: Any, sparsity: Any) -> None:
@@ -166,6 +219,10 @@ class Family:
     """Its own rules on (model, sparsity), after the settings' checks."""
     adapts_beta: bool = False
     """sparsity.target_l0 (`--l0`) can steer its beta to a stated L0."""
+    short_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Defaults that replace its others on a short run on small inputs (is_short_run)."""
+    l0_run_rate: float | None = None
+    """On small inputs, its L0 controller's rate is this / the run's steps (l0_rate); None: L0_RATE."""
 
 
 # The modern TopK SAE (Gao et al. 2024; EleutherAI sparsify): ReLU after the selection, linear output,
@@ -198,7 +255,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # 53-58% of the units never fired on non-negative pixels). 256 units, 3 epochs, beta 3e-4: L0 66.6, FVU /
     # PCA's at that L0 1.014 with lr 1e-3; 0.845 with 3e-3.
     # Below 784 inputs: lr 2e-2, no warm-up, pre-activation loss 5e-4 (and the L0 controller's rate set by the
-    # run's length, objective.L0_RUN_RATE). At 5e-3 with a 200-step warm-up the code could not follow beta, which
+    # run's length, L0_RUN_RATE). At 5e-3 with a 200-step warm-up the code could not follow beta, which
     # rose 15-30x and reached the stated L0 by shrinking every value (heavy-tailed set: beta 1.8e-2 at the end,
     # 1.2e-3 at lr 3e-2): FVU / PCA 1.67 digits, 8.6 heavy-tailed; now 0.66, 0.80. preact 1e-3 kept the heavy-tailed set
     # above PCA (its rare latents count as dead), 1e-4 lost planted features (d 64 MMCS 0.93), lr 2.5e-2 too (0.90);
@@ -209,7 +266,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                      "train": {"lr": by_input_size(2e-2, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(5e-4, 0.0)}},
-           term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True),
+           term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True, l0_run_rate=L0_RUN_RATE),
     Family(NONE, "no sparsity: the plain autoencoder"),
     Family(TOPK, "the k largest units of each example (no penalty term)", code=TOPK, defaults=_MODERN,
            one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--k-grid"),
@@ -221,20 +278,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # (by_input_size) Anthropic's January 2025 form: a tanh penalty, free decoder norms, the pre-activation loss.
     # tanh's c 0.75: 0.5 gave planted MMCS 0.979 / 0.965 (d 64 / d 32) and real-set FVU / PCA 0.67 patches, 1.00
     # digits; 0.75 0.976 / 0.958, 0.65, 0.93; 1 kept d 32 under 0.95 (docs/sparsity_families.md).
-    # Small inputs with codes under 512 latents (jumprelu_start) also start faster: lr 7e-3, beta 1e-2, a 30-step
-    # warm-up. Small real sets give 200-320 steps, and at 3e-3 the code reached its L0 late and stayed half trained
-    # (Tennessee Eastman FVU 0.42; 0.036 with 20 epochs). With it: FVU / PCA 0.46 patches, 0.58 digits, Tennessee
-    # Eastman FVU 0.17, planted d 32 MMCS 0.960 (lr 8e-3: Tennessee Eastman 0.10, but d 32 under 0.95 on 2 seeds of 6).
+    # Short runs on small inputs (is_short_run) start faster: lr 7e-3, beta 1e-2, a 30-step warm-up. Small real sets
+    # give 195-630 steps, and at 3e-3 the code reached its L0 late and stayed half trained (Tennessee Eastman FVU
+    # 0.42; 0.036 with 20 epochs). With it: FVU / PCA 0.46 patches, 0.58 digits, Tennessee Eastman FVU 0.17 (lr
+    # 8e-3: Tennessee Eastman 0.10, but planted d 32 under 0.95 on 2 seeds of 6).
     Family(JUMPRELU, "an L0 penalty on a code with learned per-unit thresholds", code=JUMPRELU,
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
                                "jumprelu_bandwidth": 0.05, "input_scale": True},
-                     "sparsity": {"beta": jumprelu_start(1e-2, 1e-3), "beta_warmup": jumprelu_start(30, 200),
-                                  "jumprelu_tanh": by_input_size(0.75, 0.0)},
-                     "train": {"recon": by_input_size("mse", "fvu"), "lr": jumprelu_start(7e-3, 3e-3),
-                               "lr_decay": by_input_size(0.2, 0.0)}},
+                     "sparsity": {"beta": 1e-3, "beta_warmup": 200, "jumprelu_tanh": by_input_size(0.75, 0.0)},
+                     "train": {"recon": by_input_size("mse", "fvu"), "lr": 3e-3, "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"unit_norm_decoder": by_input_size(False, True), "pre_bias": True,
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
+           short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
            term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
@@ -259,12 +315,14 @@ def family_of(model: Any, sparsity: Any) -> Family:
     return FAMILIES[penalty]
 
 
-def fill_defaults(family: Family, model: Any, sections: dict[str, Any], data: dict[str, dict[str, Any]] | None = None
-                  ) -> None:
+def fill_defaults(family: Family, model: Any, sections: dict[str, Any], data: dict[str, dict[str, Any]] | None = None,
+                  steps: int | None = None) -> None:
     """Set every unset (None) setting of the dataclasses in `sections` (section name -> config) to
-    `family`'s default, then `data`'s (what the data asks of any family, e.g. OUTSIDE_UNIT_INTERVAL), then OFF's.
-    Values given as functions are of the (resolved so far) model."""
-    layers = [family.defaults, family.one_layer if model is not None and model.one_layer() else {}, data or {}, OFF]
+    `family`'s default (its short-run settings first on a run of `steps` that is_short_run), then `data`'s (what
+    the data asks of any family, e.g. OUTSIDE_UNIT_INTERVAL), then OFF's. Values given as functions are of the
+    (resolved so far) model; one that gives None leaves the setting to the next layer."""
+    layers = [family.short_run if is_short_run(model, steps) else {}, family.defaults,
+              family.one_layer if model is not None and model.one_layer() else {}, data or {}, OFF]
     for section, obj in sections.items():
         for values in (layer.get(section, {}) for layer in layers):
             for name, value in values.items():

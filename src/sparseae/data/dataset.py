@@ -91,6 +91,22 @@ def within_unit_interval(data: DataSource, limit: int | None = None) -> bool | N
     return bool(st.low >= 0 and st.high <= 1)
 
 
+SPECTRUM_ROWS = 65536
+"""Rows the variance spectrum is estimated on (a d x d covariance: more rows change its leading shares little)."""
+
+
+def variance_spectrum(data: DataSource, limit: int | None = None) -> list[float] | None:
+    """The eigenvalues of the covariance of the first SPECTRUM_ROWS training rows (at most `limit`), largest
+    first, for data held in memory (families.principal_start's rule); None otherwise."""
+    if not data.in_memory or data.train.ndim != 2:
+        return None
+    rows = data.train[:min(limit or SPECTRUM_ROWS, SPECTRUM_ROWS)].double()
+    if rows.shape[0] < 2:
+        return None
+    rows = rows - rows.mean(0)
+    return torch.linalg.eigvalsh(rows.T @ rows / rows.shape[0]).flip(0).clamp_min(0).tolist()
+
+
 def first_rows(rows: torch.Tensor | Iterable[torch.Tensor], n: int) -> torch.Tensor:
     """The first `n` of validation rows as a tensor, whether in memory or chunks of a file."""
     return rows[:n] if torch.is_tensor(rows) else rows.head(n)

@@ -50,3 +50,27 @@ def initialize(model: nn.Module, scheme: str, generator: torch.Generator | None 
         init_ng_(model, generator)
     elif scheme == "he":
         init_he_(model, generator)
+
+
+@torch.no_grad()
+def principal_directions_(model: nn.Module, x: torch.Tensor) -> None:
+    """ModelConfig.principal_start on transformed training rows `x`: b_dec := their mean; latents 2i and 2i + 1
+    decode +v_i and -v_i (the i-th principal direction) for i < min(input_dim, latents / 2) and encode with the
+    same vector and zero bias, so the ReLU code holds each row's signed principal coefficients and TopK keeps the
+    k largest (Tennessee Eastman: held-out FVU half of PCA's at k before any step). The other latents keep their
+    random decoder columns, with encoder rows at a tenth of them: they enter the code once training or AuxK has
+    turned them, instead of displacing principal coefficients from the first step."""
+    x = x.double()
+    mean = x.mean(0)
+    _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)
+    dec, enc = model.decoder[0].weight, model.encoder[0]
+    pairs = min(vt.shape[0], dec.shape[1] // 2)
+    cols = dec.detach().double().clone()
+    cols[:, 0:2 * pairs:2] = vt[:pairs].T
+    cols[:, 1:2 * pairs:2] = -vt[:pairs].T
+    cols /= cols.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    dec.copy_(cols.to(dec.dtype))
+    enc.weight.copy_(cols.t().to(dec.dtype))
+    enc.weight[2 * pairs:] *= 0.1
+    enc.bias.zero_()
+    model.output_bias().copy_(mean.to(dec.dtype))  # non-zero: the first batch's mean (observe_input) keeps it

@@ -4,8 +4,8 @@ Each sparsity family's term is one function in PENALTY_TERMS; Matryoshka changes
 itself (every nested prefix of the dictionary reconstructs), so it is one function in RECONSTRUCTIONS.
 
 A stated L0 (sparsity.target_l0) steers beta: after the warm-up (or a tenth of the run, if sooner), every
-step multiplies it by ((batch L0 + 1/2) / (target + 1/2))^L0_RATE, a multiplicative (integral) controller
-on the measured L0 (L1 on small inputs: L0_RUN_RATE / the run's steps instead of L0_RATE). Its one piece of
+step multiplies it by ((batch L0 + 1/2) / (target + 1/2))^rate, a multiplicative (integral) controller
+on the measured L0 (the rate is sparsity.l0_rate: families.l0_rate resolves it). Its one piece of
 state, log(beta / the configured beta), is a float64 tensor saved in the checkpoint, so a resumed run continues it.
 """
 from __future__ import annotations
@@ -16,21 +16,13 @@ import torch
 
 from ..config import SparsityConfig
 from ..errors import SparseAEError
-from ..families import FAMILIES, JUMPRELU, L1, OFF, small_input
+from ..families import FAMILIES, JUMPRELU, L0_RATE, OFF
 from ..model import AutoencoderOutput, SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from .auxk import ColumnLeaves, auxk_loss
 from ..model.codes import column_norms
 from .penalties import RunningMean, batch_spread, kl_penalty, l1_penalty, weight_decay
 
-L0_RATE = 0.02
-"""Step of log(beta) per unit of log(L0 / target): a 10x too dense code raises beta 4.7% a step; slow against
-the code's response, which lags beta until the weights have moved."""
-L0_RUN_RATE = 5.0
-"""L1 on inputs of fewer than 784 columns: the controller's rate is this / the run's steps (at most 0.05), so that
-it takes the same share of any run to reach its target: 0.02 a step on a 250-step run, 0.0027 on a 1,875-step one.
-L0_RATE squeezed the code of long runs faster than its features formed (planted d 64 at lr 2e-2, seeds 0-1: MMCS
-0.92 / 0.90 with L0_RATE, 0.95 / 0.95 with this; docs/sparsity_families.md, 'Penalty families on small inputs')."""
 L0_GAIN_LIMIT = 14.0
 """|log(beta / configured beta)| at most this (a factor of 1.2e6): a target the data cannot reach stops there."""
 
@@ -159,9 +151,6 @@ class Objective:
         """With target_l0: the last training batch's (global) L0, read by `adapt_beta`."""
         self.total_steps: int | None = None
         """The run's number of minibatch steps (set by the loop; a function of the settings and the data)."""
-        self.l0_rate: float | None = None
-        """With target_l0: the controller's step of log(beta) per unit of log(L0 / target), set from the model and
-        total_steps at the first training step of this session (`_measure_l0`), so a resumed run takes it again."""
         self.column_leaves: ColumnLeaves | None = None
         """Set by the minibatch loop (which then calls its `add_grads` after each backward): AuxK's decoder
         columns as a leaf of their own instead of a selection through autograd (objective/auxk.py)."""
@@ -182,11 +171,8 @@ class Objective:
         gain = 1.0 if self.log_gain is None else float(self.log_gain.exp())
         return self.sparsity.beta * gain
 
-    def _measure_l0(self, code: torch.Tensor, model: SparseAutoencoder | None = None) -> None:
+    def _measure_l0(self, code: torch.Tensor) -> None:
         """Keep the batch's L0 (over the global batch) for the controller, without a gradient."""
-        if self.l0_rate is None:
-            small_l1 = model is not None and self.sparsity.penalty == L1 and small_input(model.config)
-            self.l0_rate = min(0.05, L0_RUN_RATE / self.total_steps) if small_l1 and self.total_steps else L0_RATE
         with torch.no_grad():
             counts = torch.stack([(code != 0).sum().double(), code.new_tensor(code.shape[0], dtype=torch.float64)])
             counts = self.collectives.total(counts)
@@ -206,7 +192,8 @@ class Objective:
         if target is None or self.batch_l0 is None or step + 1 < start:
             return
         error = torch.log((self.batch_l0 + 0.5) / (target + 0.5))
-        self.log_gain = (self.log_gain + (self.l0_rate or L0_RATE) * error).clamp(-L0_GAIN_LIMIT, L0_GAIN_LIMIT)
+        rate = self.sparsity.l0_rate or L0_RATE  # an unresolved configuration (a test's) has none
+        self.log_gain = (self.log_gain + rate * error).clamp(-L0_GAIN_LIMIT, L0_GAIN_LIMIT)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """What a checkpoint keeps of the objective beyond rho_hat: the L0 controller's state."""
@@ -227,7 +214,7 @@ class Objective:
             return total
         beta = self.beta(self.step)
         if s.target_l0 is not None and self.step is not None:
-            self._measure_l0(hidden[-1], model)
+            self._measure_l0(hidden[-1])
         if beta == 0:
             return total
         for i in s.layers:

@@ -26,10 +26,12 @@ from ..objective.metrics import never_fired_fraction, unit_firing_frequency
 from ..config import FULL_BATCH_OPTIMIZERS, RunConfig, resolve
 from ..data import DataSource, load_dataset
 from ..data.batches import BatchSource
-from ..data.dataset import first_rows, select_classes, within_unit_interval
+from ..data.dataset import SPECTRUM_ROWS, first_rows, select_classes, variance_spectrum, within_unit_interval
 from ..errors import SparseAEError
+from ..families import can_start_principal
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
+from ..model.init import principal_directions_
 from ..objective import Objective
 from ..run.background import BackgroundWriter
 from ..run.output import OutputFolder
@@ -87,6 +89,8 @@ def build_model(config: RunConfig, train: BatchSource, data: DataSource, device:
     model = model.to(device)
     if train.tensor is not None:
         model.input_transform.fit(train.tensor)
+        if config.model.principal_start:
+            principal_directions_(model, model.input_transform(train.tensor[:SPECTRUM_ROWS].float()))
     elif data.statistics is not None and (model.input_transform.kind != "none" or model.input_transform.rescale):
         st = data.statistics
         model.input_transform.set_statistics(torch.from_numpy(st.mean), torch.from_numpy(st.std),
@@ -265,7 +269,14 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     measured = copy.deepcopy(requested)
     for name in ("input_dim", "target_dim", "image_shape"):  # what prepare_data read from the data
         setattr(measured.model, name, getattr(config.model, name))
-    config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train))
+    # the covariance's spectrum only where it can decide something (a TopK code on small inputs, not stated)
+    principal = requested.model.principal_start is None and can_start_principal(config.model)
+    config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train),
+                     spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
+    if config.model.principal_start and not (data.in_memory and can_start_principal(config.model)):
+        raise SparseAEError("model.principal_start needs a one-layer, untied topk or batchtopk code with a linear "
+                            "output on fewer than 784 input columns, no train.target, and the training rows in "
+                            "memory (the principal directions are fitted on them)")
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
