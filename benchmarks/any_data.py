@@ -116,8 +116,8 @@ def real_set(name: str, seed: int) -> tuple[np.ndarray, int]:
 
 ROWS = [100000]
 # hidden width and k (TopK families) per set. Tennessee Eastman's 52 columns carry 99.6% of their variance in 8
-# principal directions: even the ideal signed principal code at k 8 uses 45 latents, so a wider code leaves
-# latents that can never fire whatever the training (128 latents: 50-70% never fired; docs/sparsity_families.md)
+# principal directions: even the ideal signed principal code at k 8 uses 46 latents (--spectrum), so a wider
+# code leaves latents that can never fire whatever the training (128: 50-70% never fired; docs/sparsity_families.md)
 REAL = {"tennessee eastman (d00)": (32, 8), "patches 8x8": (256, 8), "digits": (256, 8),
         "heavy-tailed activations": (1024, 16)}
 
@@ -176,6 +176,22 @@ def decoder_columns(model) -> np.ndarray:
     """Decoder columns as rows (latents x d), in the raw input's directions: the input transform's
     gain is one number, so directions are unchanged."""
     return model.decoder_weights()[0].detach().double().numpy().T
+
+
+def spectrum_report(name: str, train: np.ndarray, k: int) -> str:
+    """How much of a set's variance lies in a few directions: the share of the training rows' variance in the
+    k leading principal components, and how many signed principal directions (+v_i or -v_i) the ideal signed
+    principal code uses, the one that keeps each row's k largest |coefficients| (the most a code started from
+    them can use at k)."""
+    centred = train.astype(np.float64) - train.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    coef = centred @ vt.T
+    top = np.argsort(-np.abs(coef), axis=1)[:, :k]
+    signs = np.take_along_axis(coef, top, axis=1) > 0
+    used = len({(int(i), bool(p)) for i, p in zip(top.ravel(), signs.ravel())})
+    share = float((s[:k] ** 2).sum() / (s ** 2).sum())
+    return (f"{name}: {share:.4f} of the training rows' variance in {k} principal components; the signed top-{k} "
+            f"principal code uses {used} signed directions, the last component used is #{int(top.max()) + 1}")
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(they replace the family's defaults)")
     p.add_argument("--fashion-spread", action="store_true",
                    help="only print FashionMNIST's spread, the scale model.input_scale rescales other data to")
+    p.add_argument("--spectrum", action="store_true",
+                   help="only print each set's variance share in k principal components (seed 0; training rows)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.fashion_spread:
@@ -345,6 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     AUXK_COEF[0] = args.auxk_coef
     EXTRA[0] = extra_settings(args.extra)
     RUNS[0] = None if args.runs is None else args.runs.split(",")
+    if args.spectrum:
+        for name in names:
+            if name in PLANTED:
+                spec = PLANTED[name]
+                x, held, k = planted(0, rows=args.rows, **spec)[0], 4000, max(1, round(spec.get("active", 5)))
+            else:
+                (x, held), k = real_set(name, 0), REAL[name][1]
+            print(spectrum_report(name, x[:-held], k))
+        return 0
     rows: list[dict] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="any_data-") as tmp:

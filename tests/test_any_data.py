@@ -271,3 +271,17 @@ def test_any_data_extra_flags_parse_as_the_command_line_does():
     assert any_data.extra_settings("") == []
     with pytest.raises(SystemExit):
         any_data.extra_settings("--no-such-flag 1")
+
+
+def test_spectrum_report_counts_the_signed_directions_of_the_ideal_principal_code():
+    # independent columns of std 10, 1, 0.01: with k 1 a row keeps its largest |coefficient|, the first
+    # component's on most rows and the second's on about 6% of them (both signs of each), never the third's
+    g = np.random.default_rng(0)
+    x = g.standard_normal((2000, 3)) * np.array([10.0, 1.0, 0.01])
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x.T, bias=True)))[::-1]
+    text = any_data.spectrum_report("three", x, 1)
+    assert f"{eig[0] / eig.sum():.4f} of the training rows' variance in 1 principal components" in text
+    assert "uses 4 signed directions, the last component used is #2" in text
+    # k 2 of 2 equal directions and a tiny third: both signs of both, never the third
+    y = g.standard_normal((2000, 3)) * np.array([1.0, 1.0, 1e-9])
+    assert "uses 4 signed directions, the last component used is #2" in any_data.spectrum_report("y", y, 2)
