@@ -81,3 +81,31 @@ def test_the_loop_runs_the_first_share_of_steps_per_example_then_the_batch():
     model.eval()
     code = model(torch.rand(7, 8)).hidden[-1]
     assert (code != 0).sum(1).le(2).all()
+
+
+def test_a_run_stopped_during_the_per_example_steps_leaves_the_model_in_batch_mode():
+    # the loop's end-of-run resets hold after an error too: a model kept in a Python session infers as BatchTopK
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 8, generator=g)
+    config = RunConfig(ModelConfig(hidden=[16], k=2, input_dim=8),
+                       SparsityConfig(penalty="batchtopk", batchtopk_warmup=0.5),
+                       TrainConfig(dataset="array", data="rows.npy", epochs=2, batch_size=40, seed=0))
+    model = SparseAutoencoder(resolve(config, rows=200).model)
+    calls = []
+    original = SparseAutoencoder.forward
+
+    def forward(self, xb, *args, **kwargs):
+        if self.training:
+            calls.append(self.per_example_topk)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return original(self, xb, *args, **kwargs)
+
+    SparseAutoencoder.forward = forward
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config, out=None, dataset=Dataset(train=x, test=x[:40]), progress=False, model=model)
+    finally:
+        SparseAutoencoder.forward = original
+    assert calls == [True, True, True]
+    assert model.per_example_topk is False

@@ -159,18 +159,20 @@ class _Loop:
                         disable=not progress, unit="step", dynamic_ncols=True)
         self.model.train()
         self.t_start = time.perf_counter() - state.elapsed
-        for epoch in range(state.epoch, self.cfg.epochs + 1):
-            if state.finished:
-                break
-            t0 = time.perf_counter()
-            self._epoch(epoch, state)
-            if self._end_of_epoch(epoch, state, t0):
-                break
-        self.bar.close()
-        self.objective.step = None  # used outside the loop: the full beta
-        self.objective.column_leaves = None  # and AuxK's gradient through autograd
-        self.model.per_example_topk = False
-        self.model.set_decoder_layout(code_major=False)  # the model leaves as it came, in the usual layout
+        try:
+            for epoch in range(state.epoch, self.cfg.epochs + 1):
+                if state.finished:
+                    break
+                t0 = time.perf_counter()
+                self._epoch(epoch, state)
+                if self._end_of_epoch(epoch, state, t0):
+                    break
+        finally:  # also after an error or an interrupt: a model kept in a Python session is left usable
+            self.bar.close()
+            self.objective.step = None  # used outside the loop: the full beta
+            self.objective.column_leaves = None  # and AuxK's gradient through autograd
+            self.model.per_example_topk = False
+            self.model.set_decoder_layout(code_major=False)  # the model leaves as it came, in the usual layout
 
     def _epoch(self, epoch: int, state: LoopState) -> None:
         """The epoch's steps from `state.step` on, with a checkpoint every `checkpoint_every` steps."""
