@@ -1,5 +1,6 @@
-"""A TopK-family code on data whose variance lies in a few directions starts from the training rows' principal
-directions (model.principal_start, families.principal_start, model/init.principal_directions_)."""
+"""A code on data whose variance lies in a few directions starts from the training rows' principal directions
+(model.principal_start, families.principal_start, model/init.principal_directions_): the TopK families at k, l1
+and jumprelu at their target L0."""
 import json
 
 import numpy as np
@@ -13,9 +14,10 @@ from sparseae.model import SparseAutoencoder
 from sparseae.model.init import principal_directions_
 
 
-def _config(penalty="topk", input_dim=52, hidden=128, k=8, dataset="array", **model):
-    return RunConfig(ModelConfig(input_dim=input_dim, hidden=[hidden], k=k if penalty != "l1" else None, **model),
-                     SparsityConfig(penalty=penalty),
+def _config(penalty="topk", input_dim=52, hidden=128, k=8, dataset="array", sparsity=None, **model):
+    k_code = penalty in ("topk", "batchtopk", "matryoshka")
+    return RunConfig(ModelConfig(input_dim=input_dim, hidden=[hidden], k=k if k_code else None, **model),
+                     SparsityConfig(penalty=penalty, **(sparsity or {})),
                      TrainConfig(dataset=dataset, data="x.npy" if dataset == "array" else None, epochs=5))
 
 
@@ -43,7 +45,21 @@ def test_the_share_is_of_the_k_leading_components():
     assert resolve(_config(k=4), rows=500, spectrum=at).model.principal_start is False
 
 
-@pytest.mark.parametrize("change", [dict(penalty="l1"), dict(input_dim=784), dict(tied=True),
+@pytest.mark.parametrize("penalty,target,lr", [("l1", None, 2e-2), ("jumprelu", None, 7e-3), ("l1", 8.0, 2e-2),
+                                              ("jumprelu", 8.0, 7e-3)])
+def test_penalty_families_take_it_when_their_target_l0_components_hold_the_variance(penalty, target, lr):
+    # 52 inputs: the default target is round(52 / 8) = 6; 6 components hold 99.9% here, 8 hold it for --l0 8
+    k = 6 if target is None else 8
+    spectrum = [100.0] * k + [0.001] * (52 - k)
+    run = resolve(_config(penalty, hidden=32, sparsity={"target_l0": target}), rows=500, spectrum=spectrum)
+    assert run.model.principal_start is True and run.train.lr == families.PRINCIPAL_LR
+    flat = resolve(_config(penalty, hidden=32, sparsity={"target_l0": target}), rows=500, spectrum=FLAT)
+    assert flat.model.principal_start is False and flat.train.lr == lr  # 32 latents x 315 steps: a short run
+    beta = resolve(_config(penalty, hidden=32, sparsity={"beta": 1e-3}), rows=500, spectrum=spectrum)
+    assert beta.model.principal_start is False  # a stated beta and no target: no L0 to count components for
+
+
+@pytest.mark.parametrize("change", [dict(penalty="kl"), dict(input_dim=784), dict(tied=True),
                                     dict(input_dim=784, dataset="fashion-mnist")])
 def test_other_families_784_columns_and_tied_codes_never_take_it(change):
     run = resolve(_config(**change), rows=500, spectrum=[100.0] * 8 + [0.0] * (change.get("input_dim", 52) - 8))
@@ -56,7 +72,7 @@ def test_a_stated_value_wins():
     assert resolve(_config(principal_start=True), rows=500, spectrum=FLAT).model.principal_start is True
 
 
-@pytest.mark.parametrize("argv", [["--penalty", "l1"], ["--penalty", "topk", "--k", "4", "--stream", "yes"],
+@pytest.mark.parametrize("argv", [["--penalty", "kl"], ["--penalty", "topk", "--k", "4", "--stream", "yes"],
                                   ["--penalty", "topk", "--k", "4", "--tied", "yes"]])
 def test_a_stated_start_the_run_cannot_take_is_refused_before_any_write(tmp_path, capsys, argv):
     from cli_helpers import refused
@@ -64,7 +80,7 @@ def test_a_stated_start_the_run_cannot_take_is_refused_before_any_write(tmp_path
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32))
     message = refused(capsys, "train", "--dataset", "array", "--data", str(tmp_path / "x.npy"), "--hidden", "32",
                       "--principal-start", "yes", "--out", str(tmp_path / "run"), *argv)
-    assert "model.principal_start needs a one-layer, untied topk or batchtopk code" in message
+    assert "model.principal_start needs a one-layer, untied topk, batchtopk, jumprelu or l1 code" in message
     assert not (tmp_path / "run").exists()
 
 
@@ -118,3 +134,22 @@ def test_a_run_on_concentrated_data_records_it_and_reconstructs_below_pca(tmp_pa
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["principal_start"] is True and saved["train"]["lr"] == 5e-4
     assert result.history[-1]["val_fvu"] < 1e-3  # 4 components carry all but 1e-5 of the variance
+
+
+@pytest.mark.parametrize("penalty", ["l1", "jumprelu"])
+def test_a_penalty_family_starts_at_its_target_l0(penalty):
+    g = torch.Generator().manual_seed(2)
+    basis, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))
+    scales = torch.tensor([8.0, 6.0, 5.0, 4.0, 3.0, 2.0] + [1e-3] * 6, dtype=torch.float64)
+    x = (torch.randn(2000, 12, generator=g, dtype=torch.float64) * scales @ basis.T).float()
+    cfg = resolve(RunConfig(ModelConfig(input_dim=12, hidden=[24], principal_start=True, input_scale=False),
+                            SparsityConfig(penalty=penalty, target_l0=3.0), TrainConfig(dataset="array", data="x.npy")))
+    model = SparseAutoencoder(cfg.model)
+    principal_directions_(model, x, target_l0=3.0)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    l0 = float((out.hidden[-1][:2048] != 0).sum(1).double().mean())
+    assert l0 == pytest.approx(3.0, abs=0.05)  # one threshold at the start's L0 quantile of the first 2,048 rows
+    fvu = float(((out.recon.double() - x.double()) ** 2).sum() / ((x.double() - x.double().mean(0)) ** 2).sum())
+    assert fvu < 0.5  # the 3 largest of 6 significant coefficients a row (shrunk, for l1, then rescaled)

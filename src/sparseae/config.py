@@ -97,10 +97,11 @@ class ModelConfig:
     Default: yes for the l1, jumprelu, topk, batchtopk and matryoshka families on any data but fashion-mnist
     (there the factor would be 1, and the recipes are measured without it)."""
     principal_start: bool | None = None
-    """Start a one-layer TopK-family code from the training rows' principal directions: b_dec at their mean,
-    latents 2i and 2i + 1 decoding +v_i and -v_i, encoder rows the same vectors with zero bias (the code then
-    keeps each row's k largest signed principal coefficients), the other latents' encoder rows at a tenth of
-    their decoder columns; the TopK families' rate is then 5e-4. Default: yes when k principal components hold
+    """Start a one-layer code from the training rows' principal directions: b_dec at their mean, latents 2i and
+    2i + 1 decoding +v_i and -v_i, encoder rows the same vectors with zero bias (a TopK code then keeps each row's
+    k largest signed principal coefficients), the other latents' encoder rows at a tenth of their decoder columns;
+    l1 and jumprelu also start at their target L0 (one threshold for every latent; L1's decoder columns rescaled
+    against its shrinkage). The rate is then 5e-4. Default: yes when k (or the target L0) principal components hold
     99% of the training rows' variance on fewer than 784 inputs held in memory (families.principal_start)."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
@@ -551,12 +552,12 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
     if t.batch_size is None:
         t.batch_size = batch_size_for(rows)
     family, steps = family_of(m, s), run_steps(t, rows)
-    if m.principal_start is None and spectrum is not None:
-        m.principal_start = families.principal_start(m, spectrum)
-    fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
-                  data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None, steps=steps)
     if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
         s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
+    if m.principal_start is None and spectrum is not None:  # before the rates that depend on it
+        m.principal_start = families.principal_start(m, spectrum, s.target_l0)
+    fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
+                  data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None, steps=steps)
     if s.l0_rate is None:  # recorded only where it steers: a rate on a run without a target would mean nothing
         s.l0_rate = families.l0_rate(family, m, steps) if s.target_l0 is not None else families.L0_RATE
     c.check()

@@ -37,6 +37,14 @@ OFF: dict[str, dict[str, Any]] = {
 }
 
 
+PRINCIPAL_LR = 5e-4
+"""Every family's rate from a principal start (topk_lr, penalty_lr): the run starts at a solution (a penalty
+family at its target L0: model/init.py), and steps refine it; a larger rate adds noise. Tennessee Eastman, seeds
+0-2, FVU / PCA: TopK (128 latents) 0.51 at 5e-4, 0.55 at 1e-3, 0.61 at 1.5e-3, 1.28 at its own 5.8e-3; at 32
+latents, at the default L0 6 / with --l0 8, l1 0.94 / 0.78 at 5e-4 and 1.37 / 1.29 at its own 2e-2, jumprelu
+0.79 / 0.65 at 5e-4, 0.92 / 0.68 at 7e-4 and 1.99 / 2.47 at its own 7e-3 (without the start at the target L0)."""
+
+
 def topk_lr(model: Any) -> float:
     """The TopK families' learning rate for the code's width and the input's size: 1.5e-3 up to 1,024 latents,
     then falling as 1 / sqrt(latents) (the rule of OpenAI's and EleutherAI's SAEs). 1.5e-3 with the last fifth of
@@ -51,7 +59,7 @@ def topk_lr(model: Any) -> float:
     (1024 / latents)^2: none at 1,024 latents and more, 4x at 512 (docs/sparsity_families.md, 'A rate for
     the input's size')."""
     if model.principal_start:
-        return 5e-4  # the code starts at a solution (principal_start): steps refine it, a larger rate adds noise
+        return PRINCIPAL_LR
     small_input = min(4.0, max(1.0, (784 / model.input_dim) ** 0.5), max(1.0, (1024 / model.hidden[-1]) ** 2))
     return 1.5e-3 * min(1.0, (1024 / model.hidden[-1]) ** 0.5) * small_input
 
@@ -93,14 +101,24 @@ from them (principal_start). Tennessee Eastman holds 0.996 at k 8; the heavy-tai
 
 
 def can_start_principal(model: Any) -> bool:
-    """The shape model.principal_start needs: one untied code layer of k units with a linear output on inputs of
-    fewer than 784 columns (the encoder rows are the decoder's signed principal directions)."""
-    return (model.topk in (TOPK, BATCHTOPK) and model.one_layer() and not model.tied and bool(model.k)
-            and model.output_activation in (None, "linear") and bool(model.input_dim) and small_input(model)
-            and model.target_dim is None)  # output_activation None: the TopK families' linear default
+    """The shape model.principal_start needs: one untied code layer (topk or batchtopk with k, jumprelu, or l1's
+    relu code) with a linear output on inputs of fewer than 784 columns (the encoder rows are the decoder's signed
+    principal directions)."""
+    penalty_code = model.topk == JUMPRELU or (model.topk == NONE and (model.code_activation or model.activation)
+                                              in (None, "relu"))  # l1's relu code (None: before its defaults)
+    return ((model.topk in (TOPK, BATCHTOPK) and bool(model.k)) or penalty_code) and model.one_layer() \
+        and not model.tied and model.output_activation in (None, "linear") and bool(model.input_dim) \
+        and small_input(model) and model.target_dim is None  # output_activation None: the families' linear default
 
 
-def principal_start(model: Any, spectrum: list[float]) -> bool:
+def penalty_lr(other: Any) -> Callable[[Any], Any]:
+    """A penalty family's rate: PRINCIPAL_LR from a principal start, else `other` (a value or a function
+    of the model)."""
+    return lambda model: PRINCIPAL_LR if model.principal_start else (
+        other(model) if callable(other) else other)
+
+
+def principal_start(model: Any, spectrum: list[float], l0: float | None = None) -> bool:
     """Whether a run starts from the principal directions (model.principal_start): a code that can
     (can_start_principal) on data whose k leading principal components hold PRINCIPAL_SHARE of the training
     rows' variance (`spectrum`: the covariance's eigenvalues, largest first). Tennessee Eastman (8 components hold
@@ -108,7 +126,8 @@ def principal_start(model: Any, spectrum: list[float]) -> bool:
     50 epochs); from the principal directions 0.5x (docs/sparsity_families.md, 'Data whose variance lies in a few
     directions')."""
     total = sum(spectrum)
-    return can_start_principal(model) and total > 0 and sum(spectrum[:model.k]) >= PRINCIPAL_SHARE * total
+    k = int(round(model.k or l0 or 0))  # l0: an l1 or jumprelu run's target, where it has one
+    return can_start_principal(model) and k > 0 and total > 0 and sum(spectrum[:k]) >= PRINCIPAL_SHARE * total
 
 
 def default_l0(model: Any) -> float:
@@ -263,7 +282,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(L1, "L1 of the code (ReLU units), each unit weighted by its decoder column's norm",
            defaults={"model": {"activation": "relu", "output_activation": "linear", "input_scale": True},
                      "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": by_input_size(0, 200)},
-                     "train": {"lr": by_input_size(2e-2, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
+                     "train": {"lr": penalty_lr(by_input_size(2e-2, 3e-3)), "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(5e-4, 0.0)}},
            term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True, l0_run_rate=L0_RUN_RATE),
@@ -286,11 +305,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
                                "jumprelu_bandwidth": 0.05, "input_scale": True},
                      "sparsity": {"beta": 1e-3, "beta_warmup": 200, "jumprelu_tanh": by_input_size(0.75, 0.0)},
-                     "train": {"recon": by_input_size("mse", "fvu"), "lr": 3e-3, "lr_decay": by_input_size(0.2, 0.0)}},
+                     "train": {"recon": by_input_size("mse", "fvu"), "lr": penalty_lr(3e-3),
+                               "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"unit_norm_decoder": by_input_size(False, True), "pre_bias": True,
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
-           short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
+           short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": penalty_lr(7e-3)}},
            term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",

@@ -90,7 +90,8 @@ def build_model(config: RunConfig, train: BatchSource, data: DataSource, device:
     if train.tensor is not None:
         model.input_transform.fit(train.tensor)
         if config.model.principal_start:
-            principal_directions_(model, model.input_transform(train.tensor[:SPECTRUM_ROWS].float()))
+            principal_directions_(model, model.input_transform(train.tensor[:SPECTRUM_ROWS].float()),
+                                  config.sparsity.target_l0)
     elif data.statistics is not None and (model.input_transform.kind != "none" or model.input_transform.rescale):
         st = data.statistics
         model.input_transform.set_statistics(torch.from_numpy(st.mean), torch.from_numpy(st.std),
@@ -274,9 +275,9 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train),
                      spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
     if config.model.principal_start and not (data.in_memory and can_start_principal(config.model)):
-        raise SparseAEError("model.principal_start needs a one-layer, untied topk or batchtopk code with a linear "
-                            "output on fewer than 784 input columns, no train.target, and the training rows in "
-                            "memory (the principal directions are fitted on them)")
+        raise SparseAEError("model.principal_start needs a one-layer, untied topk, batchtopk, jumprelu or l1 code with "
+                            "a linear output on fewer than 784 input columns, no train.target, and the training rows "
+                            "in memory (the principal directions are fitted on them)")
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
