@@ -41,8 +41,8 @@ PRINCIPAL_LR = 5e-4
 """Every family's rate from a principal start (topk_lr, penalty_lr): the run starts at a solution (a penalty
 family at its target L0: model/init.py), and steps refine it; a larger rate adds noise. Tennessee Eastman, seeds
 0-2, FVU / PCA: TopK (128 latents) 0.51 at 5e-4, 0.55 at 1e-3, 0.61 at 1.5e-3, 1.28 at its own 5.8e-3; at 32
-latents, at the default L0 6 / with --l0 8, l1 0.94 / 0.78 at 5e-4 and 1.37 / 1.29 at its own 2e-2, jumprelu
-0.79 / 0.65 at 5e-4, 0.92 / 0.68 at 7e-4 and 1.99 / 2.47 at its own 7e-3 (without the start at the target L0)."""
+latents and the default L0, l1 0.94 at 5e-4, 1.22 at 7e-3, 2.69 at its own 2e-2; jumprelu 0.79 at 5e-4, 1.83 at
+its own 7e-3 (docs/sparsity_families.md, 'Data whose variance lies in a few directions')."""
 
 
 def topk_lr(model: Any) -> float:
@@ -94,10 +94,10 @@ def l0_rate(family: "Family", model: Any, steps: int | None) -> float:
 
 
 PRINCIPAL_SHARE = 0.99
-"""The share of the training rows' variance that k principal components must hold for a TopK-family run to start
-from them (principal_start). Tennessee Eastman holds 0.996 at k 8; the heavy-tailed set 0.96 at 16, digits
-0.67, patches 0.49, the planted sets 0.11-0.16: forced on those, the start lost the planted features (MMCS 0.99
--> 0.49-0.62) and left more latents never firing (digits 29% -> 68%)."""
+"""The share of the training rows' variance that k (or the target L0's) principal components must hold for a run to
+start from them (principal_start). Tennessee Eastman holds 0.996 at k 8; the heavy-tailed set 0.96 at 16, digits
+0.67, patches 0.49, the planted sets 0.11-0.16 (benchmarks/any_data.py --spectrum): forced on those, the start lost
+the planted features (d 64: TopK MMCS 0.99 -> 0.53) and left more latents never firing (digits 31% -> 68%)."""
 
 
 def can_start_principal(model: Any) -> bool:
@@ -120,11 +120,11 @@ def penalty_lr(other: Any) -> Callable[[Any], Any]:
 
 def principal_start(model: Any, spectrum: list[float], l0: float | None = None) -> bool:
     """Whether a run starts from the principal directions (model.principal_start): a code that can
-    (can_start_principal) on data whose k leading principal components hold PRINCIPAL_SHARE of the training
-    rows' variance (`spectrum`: the covariance's eigenvalues, largest first). Tennessee Eastman (8 components hold
-    99.6%): from a random start the code spent its 310 steps finding that subspace (FVU 6x PCA's at k; 1.1x after
-    50 epochs); from the principal directions 0.5x (docs/sparsity_families.md, 'Data whose variance lies in a few
-    directions')."""
+    (can_start_principal) on data whose k (or `l0`, an l1 or jumprelu run's target L0) leading principal
+    components hold PRINCIPAL_SHARE of the training rows' variance (`spectrum`: the covariance's eigenvalues,
+    largest first). Tennessee Eastman (8 components hold 99.6%): from a random start a TopK code spent its 310
+    steps finding that subspace (FVU 6x PCA's at k; 1.1x after 50 epochs); from the principal directions 0.5x
+    (docs/sparsity_families.md, 'Data whose variance lies in a few directions')."""
     total = sum(spectrum)
     k = int(round(model.k or l0 or 0))  # l0: an l1 or jumprelu run's target, where it has one
     return can_start_principal(model) and k > 0 and total > 0 and sum(spectrum[:k]) >= PRINCIPAL_SHARE * total
