@@ -60,6 +60,7 @@ def test_penalty_families_take_it_when_their_target_l0_components_hold_the_varia
 
 
 @pytest.mark.parametrize("change", [dict(penalty="kl"), dict(input_dim=784), dict(tied=True),
+                                    dict(input_transform="standardize"),
                                     dict(input_dim=784, dataset="fashion-mnist")])
 def test_other_families_784_columns_and_tied_codes_never_take_it(change):
     run = resolve(_config(**change), rows=500, spectrum=[100.0] * 8 + [0.0] * (change.get("input_dim", 52) - 8))
@@ -73,7 +74,8 @@ def test_a_stated_value_wins():
 
 
 @pytest.mark.parametrize("argv", [["--penalty", "kl"], ["--penalty", "topk", "--k", "4", "--stream", "yes"],
-                                  ["--penalty", "topk", "--k", "4", "--tied", "yes"]])
+                                  ["--penalty", "topk", "--k", "4", "--tied", "yes"],
+                                  ["--penalty", "topk", "--k", "4", "--input-transform", "zca"]])
 def test_a_stated_start_the_run_cannot_take_is_refused_before_any_write(tmp_path, capsys, argv):
     from cli_helpers import refused
 

@@ -103,12 +103,14 @@ the planted features (d 64: TopK MMCS 0.99 -> 0.53) and left more latents never 
 def can_start_principal(model: Any) -> bool:
     """The shape model.principal_start needs: one untied code layer (topk or batchtopk with k, jumprelu, or l1's
     relu code) with a linear output on inputs of fewer than 784 columns (the encoder rows are the decoder's signed
-    principal directions)."""
+    principal directions), and no per-column input transform (the rule reads the raw rows' spectrum, whose shares
+    one gain keeps and a standardisation or whitening does not). An unset output_activation counts as linear: the
+    families that can start so default to it."""
     penalty_code = model.topk == JUMPRELU or (model.topk == NONE and (model.code_activation or model.activation)
                                               in (None, "relu"))  # l1's relu code (None: before its defaults)
     return ((model.topk in (TOPK, BATCHTOPK) and bool(model.k)) or penalty_code) and model.one_layer() \
         and not model.tied and model.output_activation in (None, "linear") and bool(model.input_dim) \
-        and small_input(model) and model.target_dim is None  # output_activation None: the families' linear default
+        and small_input(model) and model.target_dim is None and model.input_transform == "none"
 
 
 def penalty_lr(other: Any) -> Callable[[Any], Any]:

@@ -276,8 +276,8 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
                      spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
     if config.model.principal_start and not (data.in_memory and can_start_principal(config.model)):
         raise SparseAEError("model.principal_start needs a one-layer, untied topk, batchtopk, jumprelu or l1 code with "
-                            "a linear output on fewer than 784 input columns, no train.target, and the training rows "
-                            "in memory (the principal directions are fitted on them)")
+                            "a linear output on fewer than 784 input columns, no train.target or input transform, "
+                            "and the training rows in memory (the principal directions are fitted on them)")
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
