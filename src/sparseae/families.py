@@ -38,7 +38,7 @@ OFF: dict[str, dict[str, Any]] = {
 
 
 PRINCIPAL_LR = 5e-4
-"""Every family's rate from a principal start (topk_lr, penalty_lr): the run starts at a solution (a penalty
+"""Every family's rate from a principal start (the PRINCIPAL_START layer): the run starts at a solution (a penalty
 family at its target L0: model/init.py), and steps refine it; a larger rate adds noise. Tennessee Eastman, seeds
 0-2, FVU / PCA: TopK (128 latents) 0.51 at 5e-4, 0.55 at 1e-3, 0.61 at 1.5e-3, 1.28 at its own 5.8e-3; at 32
 latents and the default L0, l1 0.94 at 5e-4, 1.22 at 7e-3, 2.69 at its own 2e-2; jumprelu 0.79 at 5e-4, 1.83 at
@@ -58,8 +58,6 @@ def topk_lr(model: Any) -> float:
     (1,024 latents: 2x to 3x the rate left 29-48% never firing), so the factor is also at most
     (1024 / latents)^2: none at 1,024 latents and more, 4x at 512 (docs/sparsity_families.md, 'A rate for
     the input's size')."""
-    if model.principal_start:
-        return PRINCIPAL_LR
     small_input = min(4.0, max(1.0, (784 / model.input_dim) ** 0.5), max(1.0, (1024 / model.hidden[-1]) ** 2))
     return 1.5e-3 * min(1.0, (1024 / model.hidden[-1]) ** 0.5) * small_input
 
@@ -113,11 +111,9 @@ def can_start_principal(model: Any) -> bool:
         and small_input(model) and model.target_dim is None and model.input_transform == "none"
 
 
-def penalty_lr(other: Any) -> Callable[[Any], Any]:
-    """A penalty family's rate: PRINCIPAL_LR from a principal start, else `other` (a value or a function
-    of the model)."""
-    return lambda model: PRINCIPAL_LR if model.principal_start else (
-        other(model) if callable(other) else other)
+# What a principal start (model.principal_start) asks of any family, above the family's own settings (its short
+# run's too): the one rate from a start at a solution. fill_defaults layers it first.
+PRINCIPAL_START: dict[str, dict[str, Any]] = {"train": {"lr": PRINCIPAL_LR}}
 
 
 def principal_start(model: Any, spectrum: list[float], l0: float | None = None) -> bool:
@@ -284,7 +280,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(L1, "L1 of the code (ReLU units), each unit weighted by its decoder column's norm",
            defaults={"model": {"activation": "relu", "output_activation": "linear", "input_scale": True},
                      "sparsity": {"beta": 1e-3, "decoder_norm_l1": True, "beta_warmup": by_input_size(0, 200)},
-                     "train": {"lr": penalty_lr(by_input_size(2e-2, 3e-3)), "lr_decay": by_input_size(0.2, 0.0)}},
+                     "train": {"lr": by_input_size(2e-2, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(5e-4, 0.0)}},
            term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True, l0_run_rate=L0_RUN_RATE),
@@ -307,12 +303,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
                                "jumprelu_bandwidth": 0.05, "input_scale": True},
                      "sparsity": {"beta": 1e-3, "beta_warmup": 200, "jumprelu_tanh": by_input_size(0.75, 0.0)},
-                     "train": {"recon": by_input_size("mse", "fvu"), "lr": penalty_lr(3e-3),
+                     "train": {"recon": by_input_size("mse", "fvu"), "lr": 3e-3,
                                "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"unit_norm_decoder": by_input_size(False, True), "pre_bias": True,
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
-           short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": penalty_lr(7e-3)}},
+           short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
            term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
@@ -340,10 +336,11 @@ def family_of(model: Any, sparsity: Any) -> Family:
 def fill_defaults(family: Family, model: Any, sections: dict[str, Any], data: dict[str, dict[str, Any]] | None = None,
                   steps: int | None = None) -> None:
     """Set every unset (None) setting of the dataclasses in `sections` (section name -> config) to
-    `family`'s default (its short-run settings first on a run of `steps` that is_short_run), then `data`'s (what
-    the data asks of any family, e.g. OUTSIDE_UNIT_INTERVAL), then OFF's. Values given as functions are of the
-    (resolved so far) model; one that gives None leaves the setting to the next layer."""
-    layers = [family.short_run if is_short_run(model, steps) else {}, family.defaults,
+    PRINCIPAL_START's when the model starts from the principal directions, then `family`'s default (its short-run
+    settings first on a run of `steps` that is_short_run), then `data`'s (what the data asks of any family, e.g.
+    OUTSIDE_UNIT_INTERVAL), then OFF's. Values given as functions are of the (resolved so far) model."""
+    layers = [PRINCIPAL_START if model is not None and model.principal_start else {},
+              family.short_run if is_short_run(model, steps) else {}, family.defaults,
               family.one_layer if model is not None and model.one_layer() else {}, data or {}, OFF]
     for section, obj in sections.items():
         for values in (layer.get(section, {}) for layer in layers):

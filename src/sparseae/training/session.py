@@ -270,7 +270,7 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     measured = copy.deepcopy(requested)
     for name in ("input_dim", "target_dim", "image_shape"):  # what prepare_data read from the data
         setattr(measured.model, name, getattr(config.model, name))
-    # the covariance's spectrum only where it can decide something (a TopK code on small inputs, not stated)
+    # the covariance's spectrum only where it can decide something (a code that can start from it, not stated)
     principal = requested.model.principal_start is None and can_start_principal(config.model)
     config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train),
                      spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
