@@ -20,6 +20,17 @@ def _resolved(input_dim, rows=500, epochs=5, dataset="array", latents=128, optim
                    rows=rows, input_dim=input_dim)
 
 
+def test_run_steps_are_the_steps_the_loop_takes():
+    import torch
+
+    from sparseae.data.dataset import Dataset
+
+    for rows in (500, 1000, 96000):  # batch 8, 16 and 256; the last batch of an epoch short or not
+        train = _resolved(52, rows=rows, target_l0=8).train
+        batches = Dataset(torch.zeros(rows, 2), torch.zeros(2, 2)).training("cpu", train.batch_size, None)
+        assert run_steps(train, rows) == train.epochs * batches.steps()  # training/loop.py's count
+
+
 def _start(run):
     return run.train.lr, run.sparsity.beta, run.sparsity.beta_warmup
 

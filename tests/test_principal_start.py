@@ -15,7 +15,7 @@ from sparseae.model.init import principal_directions_
 
 
 def _config(penalty="topk", input_dim=52, hidden=128, k=8, dataset="array", sparsity=None, **model):
-    k_code = penalty in ("topk", "batchtopk", "matryoshka")
+    k_code = penalty in ("topk", "batchtopk", "matryoshka", "mp")
     return RunConfig(ModelConfig(input_dim=input_dim, hidden=[hidden], k=k if k_code else None, **model),
                      SparsityConfig(penalty=penalty, **(sparsity or {})),
                      TrainConfig(dataset=dataset, data="x.npy" if dataset == "array" else None, epochs=5))
@@ -59,12 +59,22 @@ def test_penalty_families_take_it_when_their_target_l0_components_hold_the_varia
     assert beta.model.principal_start is False  # a stated beta and no target: no L0 to count components for
 
 
-@pytest.mark.parametrize("change", [dict(penalty="kl"), dict(input_dim=784), dict(tied=True),
+@pytest.mark.parametrize("change", [dict(penalty="kl"), dict(penalty="mp", k=8), dict(penalty="none", activation="relu",
+                                    output_activation="linear"), dict(input_dim=784), dict(tied=True),
                                     dict(input_transform="standardize"),
                                     dict(input_dim=784, dataset="fashion-mnist")])
 def test_other_families_784_columns_and_tied_codes_never_take_it(change):
     run = resolve(_config(**change), rows=500, spectrum=[100.0] * 8 + [0.0] * (change.get("input_dim", 52) - 8))
     assert run.model.principal_start is False
+
+
+def test_the_families_that_can_start_so_are_named_once_in_the_registry():
+    able = {name for name, family in families.FAMILIES.items() if family.principal_start}
+    assert able == {"l1", "topk", "batchtopk", "jumprelu", "matryoshka"}
+    for name in families.FAMILIES:  # the rule follows the record: every other family refuses the same shape
+        config = resolve(_config(name, hidden=32), rows=500).model
+        family = families.FAMILIES[name]
+        assert families.can_start_principal(family, config) is (name in able)
 
 
 def test_a_stated_value_wins():
@@ -82,7 +92,8 @@ def test_a_stated_start_the_run_cannot_take_is_refused_before_any_write(tmp_path
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32))
     message = refused(capsys, "train", "--dataset", "array", "--data", str(tmp_path / "x.npy"), "--hidden", "32",
                       "--principal-start", "yes", "--out", str(tmp_path / "run"), *argv)
-    assert "model.principal_start needs a one-layer, untied topk, batchtopk, jumprelu or l1 code" in message
+    assert ("model.principal_start needs a one-layer, untied code of one of l1, topk, batchtopk, jumprelu, "
+            "matryoshka") in message
     assert not (tmp_path / "run").exists()
 
 
@@ -109,6 +120,7 @@ def test_the_start_codes_each_row_by_its_k_largest_signed_principal_coefficients
     principal_directions_(model, x)
     mean = x.double().mean(0)
     _, _, vt = torch.linalg.svd(x.double() - mean, full_matrices=False)
+    vt = vt * torch.sign(vt.gather(1, vt.abs().argmax(1, keepdim=True)))  # v_i signed: its largest |entry| positive
     dec = model.decoder_weights()[0].detach().double()  # input_dim x latents
     for i in range(6):  # latents 2i, 2i + 1 decode +v_i, -v_i
         assert torch.allclose(dec[:, 2 * i], vt[i], atol=1e-5) and torch.allclose(dec[:, 2 * i + 1], -vt[i], atol=1e-5)

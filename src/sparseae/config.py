@@ -508,9 +508,11 @@ def batch_size_for(rows: int | None) -> int:
 
 
 def run_steps(train: TrainConfig, rows: int | None) -> int | None:
-    """The minibatch steps of a run on `rows` training rows held in memory (training/loop.py takes
-    ceil(rows / batch) a epoch); None when the rows are not known (streamed data) or a full-batch optimizer
-    counts iterations instead."""
+    """The minibatch steps of a run on `rows` training rows held in memory, known before any batch is made, for
+    the settings that depend on the run's length; None when the rows are not known (streamed data) or a full-batch
+    optimizer counts iterations instead. training/loop.py counts the same steps from its BatchSource
+    (ceil(rows / batch) an epoch), which also knows a streamed file's, and tests/test_jumprelu_small_inputs.py
+    holds the two equal."""
     if rows is None or train.optimizer in FULL_BATCH_OPTIMIZERS:
         return None
     return train.epochs * math.ceil(rows / train.batch_size)
@@ -555,7 +557,7 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
     if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
         s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
     if m.principal_start is None and spectrum is not None:  # before the rates that depend on it
-        m.principal_start = families.principal_start(m, spectrum, s.target_l0)
+        m.principal_start = families.principal_start(family, m, spectrum, s.target_l0)
     fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
                   data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None, steps=steps)
     if s.l0_rate is None:  # recorded only where it steers: a rate on a run without a target would mean nothing

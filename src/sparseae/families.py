@@ -98,15 +98,15 @@ start from them (principal_start). Tennessee Eastman holds 0.996 at k 8; the hea
 the planted features (d 64: TopK MMCS 0.99 -> 0.53) and left more latents never firing (digits 31% -> 68%)."""
 
 
-def can_start_principal(model: Any) -> bool:
-    """The shape model.principal_start needs: one untied code layer (topk or batchtopk with k, jumprelu, or l1's
-    relu code) with a linear output on inputs of fewer than 784 columns (the encoder rows are the decoder's signed
-    principal directions), and no per-column input transform (the rule reads the raw rows' spectrum, whose shares
-    one gain keeps and a standardisation or whitening does not). An unset output_activation counts as linear: the
-    families that can start so default to it."""
-    penalty_code = model.topk == JUMPRELU or (model.topk == NONE and (model.code_activation or model.activation)
-                                              in (None, "relu"))  # l1's relu code (None: before its defaults)
-    return ((model.topk in (TOPK, BATCHTOPK) and bool(model.k)) or penalty_code) and model.one_layer() \
+def can_start_principal(family: "Family", model: Any) -> bool:
+    """The shape model.principal_start needs: a family whose code can start so (Family.principal_start) on its own
+    code layer (with k where it selects k), one untied layer with a linear output on inputs of fewer than 784
+    columns (the encoder rows are the decoder's signed principal directions), and no per-column input transform
+    (the rule reads the raw rows' spectrum, whose shares one gain keeps and a standardisation or whitening does
+    not). An unset output_activation counts as linear: the families that can start so default to it."""
+    code_ok = bool(model.k) if model.topk in K_CODES else \
+        (model.code_activation or model.activation) in (None, "relu")  # None: before the family's defaults
+    return family.principal_start and model.topk == family.code and code_ok and model.one_layer() \
         and not model.tied and model.output_activation in (None, "linear") and bool(model.input_dim) \
         and small_input(model) and model.target_dim is None and model.input_transform == "none"
 
@@ -116,7 +116,7 @@ def can_start_principal(model: Any) -> bool:
 PRINCIPAL_START: dict[str, dict[str, Any]] = {"train": {"lr": PRINCIPAL_LR}}
 
 
-def principal_start(model: Any, spectrum: list[float], l0: float | None = None) -> bool:
+def principal_start(family: "Family", model: Any, spectrum: list[float], l0: float | None = None) -> bool:
     """Whether a run starts from the principal directions (model.principal_start): a code that can
     (can_start_principal) on data whose k (or `l0`, an l1 or jumprelu run's target L0) leading principal
     components hold PRINCIPAL_SHARE of the training rows' variance (`spectrum`: the covariance's eigenvalues,
@@ -125,7 +125,7 @@ def principal_start(model: Any, spectrum: list[float], l0: float | None = None) 
     (docs/sparsity_families.md, 'Data whose variance lies in a few directions')."""
     total = sum(spectrum)
     k = int(round(model.k or l0 or 0))  # l0: an l1 or jumprelu run's target, where it has one
-    return can_start_principal(model) and k > 0 and total > 0 and sum(spectrum[:k]) >= PRINCIPAL_SHARE * total
+    return can_start_principal(family, model) and k > 0 and total > 0 and sum(spectrum[:k]) >= PRINCIPAL_SHARE * total
 
 
 def default_l0(model: Any) -> float:
@@ -240,6 +240,10 @@ class Family:
     """Defaults that replace its others on a short run on small inputs (is_short_run)."""
     l0_run_rate: float | None = None
     """On small inputs, its L0 controller's rate is this / the run's steps (l0_rate); None: L0_RATE."""
+    principal_start: bool = False
+    """Its code can start from the data's signed principal directions (can_start_principal): each unit a ReLU of
+    one direction's coefficient, kept by a selection (k), a threshold or L1's shrinkage. Not KL's sigmoid
+    code (never 0, bounded), nor MP's pursuit, whose code does not come from the encoder."""
 
 
 # The modern TopK SAE (Gao et al. 2024; EleutherAI sparsify): ReLU after the selection, linear output,
@@ -283,13 +287,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                      "train": {"lr": by_input_size(2e-2, 3e-3), "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"pre_bias": True, "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(5e-4, 0.0)}},
-           term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True, l0_run_rate=L0_RUN_RATE),
+           term="abs_sum", swept="beta", sweep_flag="--l1-beta", adapts_beta=True, l0_run_rate=L0_RUN_RATE,
+           principal_start=True),
     Family(NONE, "no sparsity: the plain autoencoder"),
     Family(TOPK, "the k largest units of each example (no penalty term)", code=TOPK, defaults=_MODERN,
-           one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--k-grid"),
+           one_layer=_MODERN_ONE_LAYER, swept="k", sweep_flag="--k-grid", principal_start=True),
     Family(BATCHTOPK, "the k * batch largest units of the batch, a learned threshold at inference",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_BATCHTOPK_ONE_LAYER, swept="k",
-           sweep_flag="--batchtopk-grid"),
+           sweep_flag="--batchtopk-grid", principal_start=True),
     # Rajamanoharan et al. 2024: thresholds learned through a straight-through estimator, L0 penalty. beta
     # 1e-3: L0 42.5, ratio to PCA 0.757 with lr 1e-3; L0 33.1, 0.633 with 3e-3 (256 units). Below 784 inputs
     # (by_input_size) Anthropic's January 2025 form: a tanh penalty, free decoder norms, the pre-activation loss.
@@ -309,10 +314,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
            short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
-           term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True),
+           term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True,
+           principal_start=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
            code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
-           swept="k", sweep_flag="--matryoshka-grid", check=_check_matryoshka),
+           swept="k", sweep_flag="--matryoshka-grid", check=_check_matryoshka, principal_start=True),
     # Costa et al. 2025 (MP-SAE): the code is k matching-pursuit steps over the unit-norm decoder columns in
     # the forward pass (model/pursuit.py), trained end to end; the encoder's weights are not used.
     Family(MP, "k greedy matching-pursuit steps over the decoder's columns (MP-SAE)", code=MP,

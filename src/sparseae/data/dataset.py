@@ -100,11 +100,21 @@ def variance_spectrum(data: DataSource, limit: int | None = None) -> list[float]
     first, for data held in memory (families.principal_start's rule); None otherwise."""
     if not data.in_memory or data.train.ndim != 2:
         return None
-    rows = data.train[:min(limit or SPECTRUM_ROWS, SPECTRUM_ROWS)].double()
+    rows = data.train[:min(limit or SPECTRUM_ROWS, SPECTRUM_ROWS)]
     if rows.shape[0] < 2:
         return None
-    rows = rows - rows.mean(0)
-    return torch.linalg.eigvalsh(rows.T @ rows / rows.shape[0]).flip(0).clamp_min(0).tolist()
+    return principal_axes(rows)[0].tolist()
+
+
+def principal_axes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The covariance of `rows` decomposed, in float64: its eigenvalues, largest first, and its eigenvectors as rows
+    in the same order, each signed so that its largest |entry| is positive (LAPACK's signs differ by machine; a
+    principal start takes +v and -v in that order). A d x d problem: no n x d copy beyond the centred rows."""
+    rows = rows.double()
+    centred = rows - rows.mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred / rows.shape[0])
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1).T
+    return values, vectors * torch.sign(vectors.gather(1, vectors.abs().argmax(1, keepdim=True)))
 
 
 def first_rows(rows: torch.Tensor | Iterable[torch.Tensor], n: int) -> torch.Tensor:

@@ -6,6 +6,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ..data.dataset import principal_axes
+
 RELU_LIKE = ("relu", "leaky_relu")
 
 
@@ -63,7 +65,7 @@ def principal_directions_(model: nn.Module, x: torch.Tensor, target_l0: float | 
     first step."""
     x = x.double()
     mean = x.mean(0)
-    _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)
+    vt = principal_axes(x)[1]  # the decomposition variance_spectrum reads the share from
     dec, enc = model.decoder[0].weight, model.encoder[0]
     pairs = min(vt.shape[0], dec.shape[1] // 2)
     cols = dec.detach().double().clone()

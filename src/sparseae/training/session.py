@@ -28,7 +28,7 @@ from ..data import DataSource, load_dataset
 from ..data.batches import BatchSource
 from ..data.dataset import SPECTRUM_ROWS, first_rows, select_classes, variance_spectrum, within_unit_interval
 from ..errors import SparseAEError
-from ..families import can_start_principal
+from ..families import FAMILIES, can_start_principal, family_of
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..model.init import principal_directions_
@@ -253,6 +253,10 @@ class RunPlan:
                 f"{tc.dataset}: {rows}; {steps}; on {self.device.type}; {where}")
 
 
+def _can_start_principal(config: RunConfig) -> bool:
+    return can_start_principal(family_of(config.model, config.sparsity), config.model)
+
+
 def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSource | None = None,
               resume: bool = False, if_exists: str = "refuse") -> RunPlan:
     """Every check `train` makes before its first write: the settings, the checkpoint to resume, the
@@ -271,13 +275,14 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     for name in ("input_dim", "target_dim", "image_shape"):  # what prepare_data read from the data
         setattr(measured.model, name, getattr(config.model, name))
     # the covariance's spectrum only where it can decide something (a code that can start from it, not stated)
-    principal = requested.model.principal_start is None and can_start_principal(config.model)
+    principal = requested.model.principal_start is None and _can_start_principal(config)
     config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train),
                      spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
-    if config.model.principal_start and not (data.in_memory and can_start_principal(config.model)):
-        raise SparseAEError("model.principal_start needs a one-layer, untied topk, batchtopk, jumprelu or l1 code with "
-                            "a linear output on fewer than 784 input columns, no train.target or input transform, "
-                            "and the training rows in memory (the principal directions are fitted on them)")
+    if config.model.principal_start and not (data.in_memory and _can_start_principal(config)):
+        able = ", ".join(name for name, family in FAMILIES.items() if family.principal_start)
+        raise SparseAEError(f"model.principal_start needs a one-layer, untied code of one of {able} with a linear "
+                            "output on fewer than 784 input columns, no train.target or input transform, and the "
+                            "training rows in memory (the principal directions are fitted on them)")
     if resume:
         check_resumable(RunDir(out), config)
     output = claim_output(out, if_exists, resume, collectives)
