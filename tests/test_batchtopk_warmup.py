@@ -23,7 +23,10 @@ def test_the_default_is_three_quarters_of_the_run_on_small_inputs_and_none_from_
     assert _resolved(input_dim=784) == 0.0
     assert resolve(RunConfig(ModelConfig(hidden=[1024], k=32), SparsityConfig(penalty="batchtopk"))
                    ).sparsity.batchtopk_warmup == 0.0  # FashionMNIST
-    assert _resolved("matryoshka") == 0.0 and _resolved("topk") == 0.0
+    assert _resolved("topk") == 0.0
+    # Matryoshka's code is a BatchTopK one: the same share below 784 inputs, none on FashionMNIST or a TopK code
+    assert _resolved("matryoshka") == 0.75 and _resolved("matryoshka", input_dim=784) == 0.0
+    assert _resolved("matryoshka", model={"topk": "topk"}) == 0.0
     assert _resolved(batchtopk_warmup=0.2) == 0.2
     assert _resolved(optimizer="lbfgs", model={"unit_norm_decoder": False}) == 0.0  # no minibatch steps
 

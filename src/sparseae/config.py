@@ -283,9 +283,9 @@ class SparsityConfig:
             if len(model.hidden) != 1 or model.decoder_sizes():
                 raise SparseAEError("sparsity.auxk needs a single-layer autoencoder (one model.hidden size, "
                                     "no model.decoder layers)")
-            if model.topk not in K_CODES:
-                raise SparseAEError("sparsity.auxk needs a topk or batchtopk model (model.topk, or penalty 'topk', "
-                                    "with model.k)")
+            if model.topk not in K_CODES and model.topk != families.JUMPRELU:
+                raise SparseAEError("sparsity.auxk needs a topk, batchtopk or jumprelu model (model.topk, or penalty "
+                                    "'topk' with model.k, or 'jumprelu')")
         if self.target_l0 is not None:
             if not families.FAMILIES[self.penalty].adapts_beta:
                 names = ", ".join(n for n, f in families.FAMILIES.items() if f.adapts_beta)

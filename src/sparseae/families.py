@@ -143,6 +143,20 @@ def small_input(model: Any) -> bool:
     return model.input_dim < 784
 
 
+COLLAPSED_NORM = 0.2
+"""A latent whose free decoder column's norm is under this share of the median counts for AuxK as dead
+(jumprelu_auxk): such a latent still fires now and then, so no dead window catches it, but it adds nothing."""
+
+
+def jumprelu_auxk(model: Any) -> bool:
+    """AuxK for JumpReLU on inputs of fewer than 128 columns (one-layer codes), over its dead latents and those whose
+    decoder column collapsed (COLLAPSED_NORM). On planted features in groups that fire together, latents learn the
+    group's sum first; 7% of them (36 of 512) then end as collapsed columns, and only 352 of the 512 features were
+    recovered (MMCS 0.892); AuxK turns them back to what the live latents miss: MMCS 0.921, d 32 0.960 -> 0.984. At
+    128 inputs (heavy-tailed, 1,024 latents) it cost FVU (docs/sparsity_families.md, 'JumpReLU')."""
+    return model.input_dim < 128
+
+
 def by_input_size(small: Any, other: Any) -> Callable[[Any], Any]:
     """A default that is `small` on inputs of fewer than 784 columns, else `other` (the value tuned on
     FashionMNIST's 784 pixels, kept there bit for bit). L1 and JumpReLU with a stated L0 on planted features
@@ -265,6 +279,21 @@ _MODERN_ONE_LAYER = {"model": {"unit_norm_decoder": True, "pre_bias": True, "bia
 _BATCHTOPK_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {"auxk": True, "auxk_coef": batchtopk_auxk_coef,
                                                            "batchtopk_warmup": by_input_size(0.75, 0.0)}}
 
+
+def matryoshka_warmup(model: Any) -> float:
+    """Matryoshka's per-example share (sparsity.batchtopk_warmup): BatchTopK's 3/4 below 784 inputs on its
+    BatchTopK code (0 on a TopK one, which has no batch selection to warm up). Without it AuxK's revivals left
+    latents firing on a few training rows only (heavy-tailed set: 5.6-9.4% of 1,024 latents never fired on the
+    held-out rows; AuxK off fixed that but lost the planted features). Seeds 0-2: heavy-tailed never firing 6.9%
+    -> 0.5%; planted MMCS 0.814 -> 0.914 (d 64), 0.741 -> 0.834 (d 32), 0.698 -> 0.825 (correlated); FVU / PCA
+    heavy-tailed 0.32 -> 0.40, patches 0.36 -> 0.38, never firing there 2.2% -> 4.0% (docs/sparsity_families.md,
+    'Matryoshka')."""
+    return 0.75 if small_input(model) and model.topk == BATCHTOPK else 0.0
+
+
+# Matryoshka keeps AuxK's 1/8 (batchtopk_auxk_coef's larger weight lowered its MMCS)
+_MATRYOSHKA_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {"auxk": True, "batchtopk_warmup": matryoshka_warmup}}
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (the tutorial's 0.001 leaves a
     # 256-unit sigmoid code at a mean activation of 0.072 for rho 0.05 after 10 epochs, 0.003 brings it to 0.058).
@@ -312,12 +341,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                                "lr_decay": by_input_size(0.2, 0.0)}},
            one_layer={"model": {"unit_norm_decoder": by_input_size(False, True), "pre_bias": True,
                                 "bias_init": "mean", "dead_window": 2000},
-                      "sparsity": {"preact_coef": by_input_size(1e-2, 0.0)}},
+                      "sparsity": {"preact_coef": by_input_size(1e-2, 0.0), "auxk": jumprelu_auxk}},
            short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
            term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True,
            principal_start=True),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
-           code=BATCHTOPK, defaults=_MODERN, one_layer=_MODERN_ONE_LAYER, reconstruction="nested_prefixes",
+           code=BATCHTOPK, defaults=_MODERN, one_layer=_MATRYOSHKA_ONE_LAYER, reconstruction="nested_prefixes",
            swept="k", sweep_flag="--matryoshka-grid", check=_check_matryoshka, principal_start=True),
     # Costa et al. 2025 (MP-SAE): the code is k matching-pursuit steps over the unit-norm decoder columns in
     # the forward pass (model/pursuit.py), trained end to end; the encoder's weights are not used.

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, JUMPRELU, K_CODES, MP, NONE, TOPK
+from ..families import BATCHTOPK, BOUNDED_ACTIVATIONS, COLLAPSED_NORM, JUMPRELU, K_CODES, MP, NONE, TOPK
 from .codes import (jumprelu_activation, jumprelu_l0, normalize_columns_, remove_parallel_grad_,
                     support_firing_counts, threshold_activation, topk_select)
 from ..errors import SparseAEError
@@ -141,6 +141,16 @@ class SparseAutoencoder(nn.Module):
     def dead_mask(self) -> torch.Tensor:
         """Code units that have not fired for `dead_window` training examples."""
         return self.examples_since_fired >= self.config.dead_window
+
+    def auxk_mask(self) -> torch.Tensor:
+        """The latents AuxK trains: the dead ones and, with free decoder norms, those whose column collapsed
+        (families.COLLAPSED_NORM of the median norm), which fire too seldom for the dead window to catch."""
+        dead = self.dead_mask()
+        if self.config.unit_norm_decoder:
+            return dead
+        w, dim = self.code_decoder_param()
+        norms = w.detach().norm(dim=dim)
+        return dead | (norms < COLLAPSED_NORM * norms.median())
 
     def firing_stats(self) -> dict[str, float]:
         return {"dead_window_fraction": self.dead_mask().float().mean().item()}

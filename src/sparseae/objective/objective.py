@@ -231,7 +231,7 @@ class Objective:
         k_aux = self.sparsity.k_aux or max(1, model.config.output_dim() // 2)
         leaves = self.column_leaves
         columns = None if leaves is None else (lambda cols: leaves.select(param, 1 - dim, cols))
-        return auxk_loss(out.code_preact, model.dead_mask(), out.target - out.recon, w, k_aux,
+        return auxk_loss(out.code_preact, model.auxk_mask(), out.target - out.recon, w, k_aux,
                          self.collectives.total, columns)
 
     def revival(self, model: SparseAutoencoder, out: AutoencoderOutput) -> torch.Tensor:
