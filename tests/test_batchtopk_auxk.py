@@ -1,7 +1,7 @@
 """BatchTopK's AuxK weight by the input's size (families.batchtopk_auxk_coef): 1 on small inputs, where 1/8 left
 a third of a planted-feature code never firing, and the measured 1/8 from 128 columns on (FashionMNIST's runs
-unchanged); the other families keep 1/8, an explicit weight wins, and an objective built from settings that were
-never resolved still gets AuxK at 1/8."""
+unchanged); Matryoshka takes the same weight up to 1/2, the other families keep 1/8, an explicit weight wins, and
+an objective built from settings that were never resolved still gets AuxK at 1/8."""
 
 import pytest
 import torch
@@ -23,10 +23,17 @@ def test_batchtopk_auxk_weight_falls_from_1_to_an_eighth_between_64_and_128_inpu
     assert _coef("batchtopk", input_dim) == pytest.approx(coef, rel=1e-12)
 
 
-@pytest.mark.parametrize("penalty", ["topk", "matryoshka", "mp"])
+@pytest.mark.parametrize("penalty", ["topk", "mp"])
 def test_other_k_families_keep_an_eighth(penalty):
     assert _coef(penalty, 32) == 0.125
     assert _coef(penalty, 784) == 0.125
+
+
+@pytest.mark.parametrize("input_dim,coef", [(8, 0.5), (32, 0.5), (64, 0.5), (80, 0.5), (100, 0.125 * 1.28 ** 3),
+                                            (128, 0.125), (784, 0.125)])
+def test_matryoshka_takes_batchtopks_weight_up_to_a_half(input_dim, coef):
+    """(128 / 80)^3 / 8 = 0.512: from 80 columns down the cap holds."""
+    assert _coef("matryoshka", input_dim) == pytest.approx(coef, rel=1e-12)
 
 
 def test_fashion_mnist_defaults_keep_an_eighth():

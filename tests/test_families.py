@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sparseae.cli.args import training_config
-from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig
+from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
 from sparseae.data import Dataset
 from sparseae.errors import SparseAEError
 from sparseae.model import SparseAutoencoder
@@ -95,6 +95,32 @@ def test_matryoshka_loss_is_the_mean_over_nested_prefixes():
     assert Objective(c.sparsity)(model, out).recon.item() == pytest.approx(expected.item(), rel=1e-5)
     assert c.sparsity.prefix_sizes(64) == [2, 4, 64]
     assert SparsityConfig().prefix_sizes(64) == [4, 8, 16, 32, 64]
+
+
+@pytest.mark.parametrize("input_dim,hidden,prefixes,sizes", [
+    (32, 256, [64, 128], [64, 128, 256]),      # below 784 inputs: code / 4, / 2
+    (783, 1024, [256, 512], [256, 512, 1024]),
+    (32, 3, [1], [1, 3]),                      # too small a code for / 4
+    (784, 1024, None, [64, 128, 256, 512, 1024]),  # FashionMNIST's size: None, read as the halvings from / 16
+    (4096, 256, None, [16, 32, 64, 128, 256])])
+def test_matryoshka_prefixes_by_input_size(input_dim, hidden, prefixes, sizes):
+    c = resolve(RunConfig(ModelConfig(hidden=[hidden], k=1), SparsityConfig(penalty="matryoshka"),
+                          TrainConfig(dataset="array", data="rows.npy")), rows=1000, input_dim=input_dim)
+    assert c.sparsity.prefixes == prefixes
+    assert c.sparsity.prefix_sizes(hidden) == sizes
+    assert RunConfig.from_dict(c.to_dict()).sparsity.prefixes == prefixes  # what config.json records
+
+
+def test_stated_matryoshka_prefixes_win_on_small_inputs():
+    c = resolve(RunConfig(ModelConfig(hidden=[256], k=3), SparsityConfig(penalty="matryoshka", prefixes=[16, 32]),
+                          TrainConfig(dataset="array", data="rows.npy")), rows=1000, input_dim=32)
+    assert c.sparsity.prefix_sizes(256) == [16, 32, 256]
+
+
+def test_fashion_mnist_matryoshka_config_keeps_no_prefixes():
+    c = resolve(RunConfig(ModelConfig(hidden=[1024], k=32), SparsityConfig(penalty="matryoshka")))
+    assert c.sparsity.prefixes is None
+    assert "prefixes" not in c.to_dict()["sparsity"]
 
 
 def _prefix_fvu(model, x, m):

@@ -265,7 +265,8 @@ class SparsityConfig:
     784 columns 0.75, else 0)."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
-    default: code size / 16, / 8, / 4, / 2."""
+    default: code size / 16, / 8, / 4, / 2; on inputs of fewer than 784 columns code size / 4, / 2
+    (families.matryoshka_prefixes)."""
 
     def validate(self, model: ModelConfig) -> None:
         """Check these settings with `model` as they would be trained (resolved); changes nothing."""
@@ -306,7 +307,8 @@ class SparsityConfig:
 
     def prefix_sizes(self, code: int) -> list[int]:
         """Matryoshka's nested sizes, ascending, the full code last."""
-        sizes = self.prefixes if self.prefixes is not None else [code // d for d in (16, 8, 4, 2)]
+        # None: a run resolved before the family set its prefixes (families.matryoshka_prefixes), which used these
+        sizes = self.prefixes if self.prefixes is not None else [code // d for d in families.MATRYOSHKA_DIVISORS]
         return sorted({p for p in sizes if 0 < p < code}) + [code]
 
 

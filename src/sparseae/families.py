@@ -172,7 +172,7 @@ def batchtopk_auxk_coef(model: Any) -> float:
     dimensions (256 latents, k 3) ended with 37% of the latents never firing and MMCS 0.835, at 1 none and 0.916;
     in 64 dimensions 0.959 -> 0.972. At 128 inputs (the heavy-tailed set, 1,024 latents) a larger weight cost FVU
     and at 784 (FashionMNIST, 1,024 latents, k 32) 1 gave FVU 0.0874 for 0.0862 (docs/sparsity_families.md,
-    'Every family on data it was not tuned on'). Matryoshka keeps 1/8: a larger weight lowered its MMCS."""
+    'Every family on data it was not tuned on'). Matryoshka takes it up to 1/2 (matryoshka_auxk_coef)."""
     return min(1.0, 0.125 * max(1.0, 128 / model.input_dim) ** 3)
 
 
@@ -291,8 +291,33 @@ def matryoshka_warmup(model: Any) -> float:
     return 0.75 if small_input(model) and model.topk == BATCHTOPK else 0.0
 
 
-# Matryoshka keeps AuxK's 1/8 (batchtopk_auxk_coef's larger weight lowered its MMCS)
-_MATRYOSHKA_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {"auxk": True, "batchtopk_warmup": matryoshka_warmup}}
+MATRYOSHKA_DIVISORS = (16, 8, 4, 2)
+"""Matryoshka's nested prefixes are the code size divided by these (halvings, as in Bussmann et al.) on inputs of
+FashionMNIST's 784 columns and more; below, by SMALL_MATRYOSHKA_DIVISORS (matryoshka_prefixes)."""
+SMALL_MATRYOSHKA_DIVISORS = (4, 2)
+
+
+def matryoshka_prefixes(model: Any) -> list[int] | None:
+    """Matryoshka's nested dictionary sizes (sparsity.prefixes) below the full code: code / 4 and / 2 on inputs of
+    fewer than 784 columns; None from 784 on, which SparsityConfig.prefix_sizes reads as code / 16, / 8, / 4, / 2
+    (so a FashionMNIST run's config.json is as it was). With few inputs the smallest prefixes (16 of 256
+    latents in 32 dimensions) must carry mixtures of the data's features, and the latents behind them learned too
+    little to fire on more than a few rows: planted d 32 never firing 6.5% -> 3.4%, MMCS 0.834 -> 0.881
+    (docs/sparsity_families.md, 'Matryoshka')."""
+    sizes = [model.hidden[-1] // d for d in SMALL_MATRYOSHKA_DIVISORS if model.hidden[-1] >= d]
+    return sizes if small_input(model) and sizes else None
+
+
+def matryoshka_auxk_coef(model: Any) -> float:
+    """Matryoshka's AuxK weight: BatchTopK's (batchtopk_auxk_coef) up to 1/2. Its full weight of 1 at 64 inputs and
+    fewer brought back every latent but lowered the planted MMCS (d 32: 0.881 -> 0.82); 1/2 with the small prefixes
+    left 1.7% never firing on d 32 (3.4% at 1/8) at MMCS 0.872 (docs/sparsity_families.md, 'Matryoshka')."""
+    return min(0.5, batchtopk_auxk_coef(model))
+
+
+_MATRYOSHKA_ONE_LAYER = {**_MODERN_ONE_LAYER, "sparsity": {
+    "auxk": True, "auxk_coef": matryoshka_auxk_coef, "batchtopk_warmup": matryoshka_warmup,
+    "prefixes": matryoshka_prefixes}}
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Ng's sparse autoencoder, unchanged: sigmoid units and output, beta 0.003 (the tutorial's 0.001 leaves a
