@@ -21,12 +21,24 @@ def _resolved(input_dim, rows=None, epochs=5, **sparsity):
 def test_small_inputs_take_the_fast_recipe_and_784_columns_keep_fashion_mnists():
     small, big = _resolved(64), _resolved(784)
     assert (small.train.lr, small.sparsity.beta_warmup, small.sparsity.preact_coef, small.train.lr_decay) \
-        == (2e-2, 0, 5e-4, 0.2)
+        == (1e-2, 0, 5e-4, 0.2)
     assert (big.train.lr, big.sparsity.beta_warmup, big.sparsity.preact_coef, big.train.lr_decay) \
         == (3e-3, 200, 0.0, 0.0)
     assert small.sparsity.beta == big.sparsity.beta == 1e-3
     explicit = _resolved(64, beta_warmup=50)  # a stated value wins
     assert explicit.sparsity.beta_warmup == 50
+
+
+def test_short_runs_on_small_inputs_keep_the_faster_rate():
+    """64 latents: 500,000 latent-steps (families.SHORT_RUN) is 7,812 steps; at batch 256 and 5 epochs 400,000 rows
+    give 7,815 (long), 399,000 give 7,795 (short); a stated rate wins either way."""
+    assert _resolved(64, rows=399_000).train.lr == 2e-2
+    assert _resolved(64, rows=400_000).train.lr == 1e-2
+    assert _resolved(784, rows=399_000).train.lr == 3e-3  # FashionMNIST's size: no short-run rule
+    stated = resolve(RunConfig(ModelConfig(hidden=[64]), SparsityConfig(penalty="l1", target_l0=4),
+                               TrainConfig(dataset="array", data="x.npy", epochs=5, lr=5e-3)),
+                     rows=399_000, input_dim=64)
+    assert stated.train.lr == 5e-3
 
 
 def _steered(rate, steps=3):

@@ -81,7 +81,7 @@ def test_small_inputs_take_their_own_recipe_and_784_columns_keep_fashion_mnists(
         == (0.0, True, "fvu", 0.0)
     assert (small.sparsity.preact_coef, big.sparsity.preact_coef) == (1e-2, 0.0)
     small, big = _resolved("l1", 64), _resolved("l1", 784)
-    assert (small.train.lr, small.train.lr_decay, big.train.lr, big.train.lr_decay) == (2e-2, 0.2, 3e-3, 0.0)
+    assert (small.train.lr, small.train.lr_decay, big.train.lr, big.train.lr_decay) == (1e-2, 0.2, 3e-3, 0.0)
     assert (small.sparsity.preact_coef, big.sparsity.preact_coef, small.model.dead_window) == (5e-4, 0.0, 2000)
 
 

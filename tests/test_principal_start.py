@@ -45,6 +45,18 @@ def test_the_share_is_of_the_k_leading_components():
     assert resolve(_config(k=4), rows=500, spectrum=at).model.principal_start is False
 
 
+@pytest.mark.parametrize("penalty", ["batchtopk", "matryoshka", "l1", "jumprelu"])
+def test_the_other_families_ask_90_percent(penalty):
+    # k (or the target L0) 8; topk would need 99%
+    below = [89.9 / 8] * 8 + [10.1 / 44] * 44
+    at = [90.1 / 8] * 8 + [9.9 / 44] * 44
+    target = {} if penalty in ("batchtopk", "matryoshka") else {"target_l0": 8.0}
+    config = _config(penalty, hidden=32, sparsity=target)
+    assert resolve(config, rows=500, spectrum=below).model.principal_start is False
+    assert resolve(config, rows=500, spectrum=at).model.principal_start is True
+    assert resolve(_config("topk"), rows=500, spectrum=at).model.principal_start is False
+
+
 @pytest.mark.parametrize("penalty,target,lr", [("l1", None, 2e-2), ("jumprelu", None, 7e-3), ("l1", 8.0, 2e-2),
                                               ("jumprelu", 8.0, 7e-3)])
 def test_penalty_families_take_it_when_their_target_l0_components_hold_the_variance(penalty, target, lr):
@@ -69,7 +81,7 @@ def test_other_families_784_columns_and_tied_codes_never_take_it(change):
 
 
 def test_the_families_that_can_start_so_are_named_once_in_the_registry():
-    able = {name for name, family in families.FAMILIES.items() if family.principal_start}
+    able = {name for name, family in families.FAMILIES.items() if family.principal_share is not None}
     assert able == {"l1", "topk", "batchtopk", "jumprelu", "matryoshka"}
     for name in families.FAMILIES:  # the rule follows the record: every other family refuses the same shape
         config = resolve(_config(name, hidden=32), rows=500).model

@@ -220,6 +220,11 @@ FAMILY_ARGS = {
     "matryoshka": ["--penalty", "matryoshka", "--k", "4", "--prefixes", "8,16"],
     "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
+    # from the principal directions (a start fitted on the training rows, then the rate 5e-4): the resumed run must
+    # not fit it again over its trained weights
+    "batchtopk-principal": ["--penalty", "batchtopk", "--k", "4", "--principal-start", "yes"],
+    "l1-principal": ["--penalty", "l1", "--l0", "3", "--principal-start", "yes"],
+    "jumprelu-principal": ["--penalty", "jumprelu", "--l0", "3", "--principal-start", "yes"],
 }
 SMALL = ["--dataset", "array", "--hidden", "32", "--epochs", "3", "--batch-size", "128", "--checkpoint-every",
          "5", "--quiet", "--seed", "3"]
@@ -228,7 +233,8 @@ SMALL = ["--dataset", "array", "--hidden", "32", "--epochs", "3", "--batch-size"
 WARMUP, DECAY = 7, 42
 CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("topk", "batchtopk", "matryoshka", "mp",
                                                                              "l1-l0", "jumprelu-l0",
-                                                                             "l1-revive", "jumprelu-revive")]
+                                                                             "l1-revive", "jumprelu-revive",
+                                                                             "batchtopk-principal")]
 
 
 @pytest.fixture(scope="module")

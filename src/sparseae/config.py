@@ -102,7 +102,8 @@ class ModelConfig:
     k largest signed principal coefficients), the other latents' encoder rows at a tenth of their decoder columns;
     l1 and jumprelu also start at their target L0 (one threshold for every latent; L1's decoder columns rescaled
     against its shrinkage). The rate is then 5e-4. Default: yes when k (or the target L0) principal components hold
-    99% of the training rows' variance on fewer than 784 inputs held in memory (families.principal_start)."""
+    90% of the training rows' variance (99% for topk) on fewer than 784 inputs held in memory
+    (families.principal_start)."""
     zca_epsilon: float = param(0.1, gt=0)
     """Regulariser of ZCA whitening, U diag(1/sqrt(S + eps)) U^T."""
     topk: str = param(families.NONE, choices=TOPK_MODES)

@@ -279,7 +279,7 @@ def check_run(config: RunConfig, out: str | Path | None = None, dataset: DataSou
     config = resolve(measured, rows, unit_interval=within_unit_interval(data, config.train.limit_train),
                      spectrum=variance_spectrum(data, config.train.limit_train) if principal else None)
     if config.model.principal_start and not (data.in_memory and _can_start_principal(config)):
-        able = ", ".join(name for name, family in FAMILIES.items() if family.principal_start)
+        able = ", ".join(name for name, family in FAMILIES.items() if family.principal_share is not None)
         raise SparseAEError(f"model.principal_start needs a one-layer, untied code of one of {able} with a linear "
                             "output on fewer than 784 input columns, no train.target or input transform, and the "
                             "training rows in memory (the principal directions are fitted on them)")
