@@ -9,7 +9,7 @@ import torch
 from sparseae.config import ModelConfig, RunConfig, SparsityConfig, TrainConfig, resolve
 from sparseae.model import SparseAutoencoder
 from sparseae.objective import Objective
-from sparseae.families import L0_RATE, L0_RUN_RATE
+from sparseae.families import L0_LONG_RUN_RATE, L0_RATE, L0_RUN_RATE
 
 
 def _resolved(input_dim, rows=None, epochs=5, **sparsity):
@@ -54,11 +54,14 @@ def _steered(rate, steps=3):
     return obj
 
 
-@pytest.mark.parametrize("rows,epochs,steps", [(2000, 5, 5 * 63), (96000, 5, 5 * 375), (1000, 1, 63)])
-def test_the_l0_controllers_rate_on_small_inputs_is_set_by_the_runs_length(rows, epochs, steps):
-    # batch 32 for 2,000 rows (63 steps an epoch), 256 for 96,000 (375), 16 for 1,000 (63): 5 / steps, at most 0.05
+@pytest.mark.parametrize("rows,epochs,steps,per_run", [(2000, 5, 5 * 63, L0_RUN_RATE), (96000, 5, 5 * 375, L0_RUN_RATE),
+                                                       (1000, 1, 63, L0_RUN_RATE),
+                                                       (400_000, 5, 5 * 1563, L0_LONG_RUN_RATE)])
+def test_the_l0_controllers_rate_on_small_inputs_is_set_by_the_runs_length(rows, epochs, steps, per_run):
+    # batch 32 for 2,000 rows (63 steps an epoch), 256 for 96,000 (375), 16 for 1,000 (63): 5 / steps, at most 0.05;
+    # 64 latents x 7,815 steps is past the short run's 500,000: 2.5 / steps
     run = _resolved(64, rows=rows, epochs=epochs)
-    assert run.sparsity.l0_rate == pytest.approx(min(0.05, L0_RUN_RATE / steps), rel=1e-12)
+    assert run.sparsity.l0_rate == pytest.approx(min(0.05, per_run / steps), rel=1e-12)
 
 
 def test_784_columns_jumprelu_unknown_lengths_and_runs_without_a_target_keep_the_fixed_rate():
