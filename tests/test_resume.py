@@ -218,6 +218,8 @@ FAMILY_ARGS = {
     "topk": ["--penalty", "topk", "--k", "4"],
     "batchtopk": ["--penalty", "batchtopk", "--k", "4"],
     "matryoshka": ["--penalty", "matryoshka", "--k", "4", "--prefixes", "8,16"],
+    # its small-input defaults: prefixes code/4 and /2, AuxK 1/2, per-example warm-up, as config.json records them
+    "matryoshka-defaults": ["--penalty", "matryoshka", "--k", "4"],
     "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
     # from the principal directions (a start fitted on the training rows, then the rate 5e-4): the resumed run must
@@ -234,7 +236,8 @@ WARMUP, DECAY = 7, 42
 CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("topk", "batchtopk", "matryoshka", "mp",
                                                                              "l1-l0", "jumprelu-l0",
                                                                              "l1-revive", "jumprelu-revive",
-                                                                             "batchtopk-principal")]
+                                                                             "batchtopk-principal",
+                                                                             "matryoshka-defaults")]
 
 
 @pytest.fixture(scope="module")

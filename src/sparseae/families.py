@@ -91,9 +91,9 @@ reached only L0 10-11 for 8; 1.25 left the long runs' L0 a quarter above the tar
 
 
 def l0_rate(family: "Family", model: Any, steps: int | None) -> float:
-    """The L0 controller's rate of a run of `steps` minibatch steps (None: not known before training):
-    family.l0_run_rate / steps (at most 0.05) where the family has one and the input is small, L0_LONG_RUN_RATE /
-    steps if the run is not short (is_short_run), else L0_RATE."""
+    """The L0 controller's rate of a run of `steps` minibatch steps (None: not known before training). Where the
+    family has a run rate (Family.l0_run_rate) and the input is small: that / steps on a short run (is_short_run),
+    L0_LONG_RUN_RATE / steps on a longer one, at most 0.05; else L0_RATE."""
     if family.l0_run_rate is None or not steps or model is None or not small_input(model):
         return L0_RATE
     return min(0.05, (family.l0_run_rate if is_short_run(model, steps) else L0_LONG_RUN_RATE) / steps)
@@ -268,7 +268,8 @@ class Family:
     short_run: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Defaults that replace its others on a short run on small inputs (is_short_run)."""
     l0_run_rate: float | None = None
-    """On small inputs, its L0 controller's rate is this / the run's steps (l0_rate); None: L0_RATE."""
+    """On small inputs, its L0 controller's rate is this / the run's steps on a short run, L0_LONG_RUN_RATE / steps
+    on a longer one (l0_rate); None: L0_RATE."""
     principal_share: float | None = None
     """Its code can start from the data's signed principal directions (can_start_principal) where its k (or target
     L0's) principal components hold this share of the variance (principal_start); None: it cannot. Each unit a ReLU
