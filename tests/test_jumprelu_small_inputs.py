@@ -52,12 +52,36 @@ def test_a_short_run_on_small_inputs_starts_faster_at_any_width(latents):
             short.train.lr_decay, short.sparsity.preact_coef) == (0.75, False, "mse", 0.2, 1e-2)
 
 
-@pytest.mark.parametrize("rows,epochs,latents", [(2000, 20, 512), (96000, 5, 512), (96000, 5, 1024), (None, 5, 128)])
-def test_long_runs_and_runs_of_unknown_length_keep_the_plain_start(rows, epochs, latents):
+@pytest.mark.parametrize("rows,epochs,latents,tanh,batch", [(2000, 20, 512, 0.5, 32), (96000, 5, 512, 0.5, 128),
+                                                            (96000, 5, 1024, 0.5, 128), (None, 5, 128, 0.75, 256)])
+def test_long_runs_and_runs_of_unknown_length_keep_the_plain_start(rows, epochs, latents, tanh, batch):
     # 1,260 steps x 512, 1,875 x 512, 1,875 x 1,024 latent-steps; streamed data (length not known)
     run = _resolved(64, rows=rows, epochs=epochs, latents=latents, target_l0=5)
     assert _start(run) == PLAIN
-    assert (run.sparsity.jumprelu_tanh, run.model.unit_norm_decoder, run.train.recon) == (0.75, False, "mse")
+    assert (run.sparsity.jumprelu_tanh, run.model.unit_norm_decoder, run.train.recon) == (tanh, False, "mse")
+    # a long run takes batch 128 (twice the steps at 96,000 rows), never above the small-data batch (32 at 2,000)
+    assert run.train.batch_size == batch
+
+
+def test_a_long_run_is_judged_at_the_batch_it_would_have_without_the_long_run_batch():
+    # 96,000 rows at batch 256: 1,875 steps; 266 latents make 498,750 latent-steps (short), 267 make 500,625
+    # (long), though at batch 128 either would be long
+    short, long = (_resolved(64, rows=96000, latents=n, target_l0=5) for n in (266, 267))
+    assert (short.train.batch_size, short.sparsity.jumprelu_tanh, _start(short)) == (256, 0.75, FAST)
+    assert (long.train.batch_size, long.sparsity.jumprelu_tanh, _start(long)) == (128, 0.5, PLAIN)
+
+
+def test_stated_settings_win_over_the_long_run_ones():
+    run = resolve(RunConfig(ModelConfig(hidden=[512]), SparsityConfig(penalty="jumprelu", target_l0=5,
+                                                                       jumprelu_tanh=0.75),
+                            TrainConfig(dataset="array", data="x.npy", epochs=5, batch_size=512)),
+                  rows=96000, input_dim=64)
+    assert (run.train.batch_size, run.sparsity.jumprelu_tanh) == (512, 0.75)
+    for penalty in ("l1", "topk", "batchtopk"):  # no other family has long-run settings
+        other = resolve(RunConfig(ModelConfig(hidden=[512], k=5 if "topk" in penalty else None),
+                                  SparsityConfig(penalty=penalty),
+                                  TrainConfig(dataset="array", data="x.npy", epochs=5)), rows=96000, input_dim=64)
+        assert other.train.batch_size == 256
 
 
 def test_the_boundary_is_short_run_latent_steps():

@@ -220,6 +220,8 @@ FAMILY_ARGS = {
     "matryoshka": ["--penalty", "matryoshka", "--k", "4", "--prefixes", "8,16"],
     # its small-input defaults: prefixes code/4 and /2, AuxK 1/2, per-example warm-up, as config.json records them
     "matryoshka-defaults": ["--penalty", "matryoshka", "--k", "4"],
+    # 45 steps x 16,384 latents: a run that is not short, with JumpReLU's long-run settings (families.is_long_run)
+    "jumprelu-long": ["--penalty", "jumprelu", "--l0", "3", "--hidden", "16384"],
     "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
     # from the principal directions (a start fitted on the training rows, then the rate 5e-4): the resumed run must

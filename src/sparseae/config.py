@@ -13,6 +13,7 @@ methods hold the rules that tie fields together); `validate()` checks what
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -554,15 +555,18 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
         m.pre_bias = False  # b_dec is in the target's space: it has no place in the input's
     if m.input_scale is None and t.dataset == "fashion-mnist":
         m.input_scale = False  # the data the recipes were tuned on, at the scale they were tuned at
-    if t.batch_size is None:
-        t.batch_size = batch_size_for(rows)
-    family, steps = family_of(m, s), run_steps(t, rows)
+    # the run's length at the batch it has without a family's long-run settings, which may set another one
+    batch = batch_size_for(rows) if t.batch_size is None else t.batch_size
+    family, steps = family_of(m, s), run_steps(dataclasses.replace(t, batch_size=batch), rows)
     if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
         s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
     if m.principal_start is None and spectrum is not None:  # before the rates that depend on it
         m.principal_start = families.principal_start(family, m, spectrum, s.target_l0)
     fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},
                   data=families.OUTSIDE_UNIT_INTERVAL if unit_interval is False else None, steps=steps)
+    # a family's batch is a smaller one for more steps (JumpReLU's long runs), never above the small-data batch; a
+    # stated batch is `batch` itself
+    t.batch_size = batch if t.batch_size is None else min(t.batch_size, batch)
     if s.l0_rate is None:  # recorded only where it steers: a rate on a run without a target would mean nothing
         s.l0_rate = families.l0_rate(family, m, steps) if s.target_l0 is not None else families.L0_RATE
     c.check()

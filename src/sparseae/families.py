@@ -215,6 +215,12 @@ def is_short_run(model: Any, steps: int | None) -> bool:
     return model is not None and steps is not None and small_input(model) and steps * model.hidden[-1] < SHORT_RUN
 
 
+def is_long_run(model: Any, steps: int | None) -> bool:
+    """A run on inputs of fewer than 784 columns whose length is known and that is not short (a family's `long_run`
+    settings). `steps` are counted at the batch size the run would have without them (config.resolve)."""
+    return model is not None and steps is not None and small_input(model) and not is_short_run(model, steps)
+
+
 def _check_jumprelu(model: Any, sparsity: Any) -> None:
     if model.topk != JUMPRELU:
         raise SparseAEError(f"penalty 'jumprelu' needs model.topk 'jumprelu'; got '{model.topk}'")
@@ -267,6 +273,8 @@ class Family:
     """sparsity.target_l0 (`--l0`) can steer its beta to a stated L0."""
     short_run: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Defaults that replace its others on a short run on small inputs (is_short_run)."""
+    long_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Defaults that replace its others on a run on small inputs that is not short (is_long_run)."""
     l0_run_rate: float | None = None
     """On small inputs, its L0 controller's rate is this / the run's steps on a short run, L0_LONG_RUN_RATE / steps
     on a longer one (l0_rate); None: L0_RATE."""
@@ -380,7 +388,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Short runs on small inputs (is_short_run) start faster: lr 7e-3, beta 1e-2, a 30-step warm-up. Small real sets
     # give 195-630 steps, and at 3e-3 the code reached its L0 late and stayed half trained (Tennessee Eastman FVU
     # 0.42; 0.036 with 20 epochs). With it: FVU / PCA 0.46 patches, 0.58 digits, Tennessee Eastman FVU 0.17 (lr
-    # 8e-3: Tennessee Eastman 0.10, but planted d 32 under 0.95 on 2 seeds of 6).
+    # 8e-3: Tennessee Eastman 0.10, but planted d 32 under 0.95 on 2 seeds of 6). Longer runs (is_long_run) learn
+    # their features slowly: batch 128 (twice the steps) and tanh's c 0.5 took planted MMCS with --l0 from 0.981 to
+    # 0.989 (d 64), 0.962 -> 0.980 (d 128), 0.921 -> 0.945 (correlated groups); on short runs they cost much
+    # (digits FVU / PCA 0.55 -> 0.90; docs/sparsity_families.md, 'JumpReLU').
     Family(JUMPRELU, "an L0 penalty on a code with learned per-unit thresholds", code=JUMPRELU,
            defaults={"model": {"activation": "relu", "output_activation": "linear", "jumprelu_threshold": 0.1,
                                "jumprelu_bandwidth": 0.05, "input_scale": True},
@@ -391,6 +402,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                                 "bias_init": "mean", "dead_window": 2000},
                       "sparsity": {"preact_coef": by_input_size(1e-2, 0.0), "auxk": jumprelu_auxk}},
            short_run={"sparsity": {"beta": 1e-2, "beta_warmup": 30}, "train": {"lr": 7e-3}},
+           long_run={"sparsity": {"jumprelu_tanh": 0.5}, "train": {"batch_size": 128}},
            term="gate_count", swept="beta", sweep_flag="--jumprelu-beta", check=_check_jumprelu, adapts_beta=True,
            principal_share=PRINCIPAL_SHARE),
     Family(MATRYOSHKA, "BatchTopK trained to reconstruct from nested prefixes of the dictionary",
@@ -420,10 +432,12 @@ def fill_defaults(family: Family, model: Any, sections: dict[str, Any], data: di
                   steps: int | None = None) -> None:
     """Set every unset (None) setting of the dataclasses in `sections` (section name -> config) to
     PRINCIPAL_START's when the model starts from the principal directions, then `family`'s default (its short-run
-    settings first on a run of `steps` that is_short_run), then `data`'s (what the data asks of any family, e.g.
-    OUTSIDE_UNIT_INTERVAL), then OFF's. Values given as functions are of the (resolved so far) model."""
+    settings first on a run of `steps` that is_short_run, its long-run ones on one that is_long_run), then `data`'s
+    (what the data asks of any family, e.g. OUTSIDE_UNIT_INTERVAL), then OFF's. Values given as functions are of
+    the (resolved so far) model."""
     layers = [PRINCIPAL_START if model is not None and model.principal_start else {},
-              family.short_run if is_short_run(model, steps) else {}, family.defaults,
+              family.short_run if is_short_run(model, steps) else {},
+              family.long_run if is_long_run(model, steps) else {}, family.defaults,
               family.one_layer if model is not None and model.one_layer() else {}, data or {}, OFF]
     for section, obj in sections.items():
         for values in (layer.get(section, {}) for layer in layers):
