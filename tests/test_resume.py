@@ -222,6 +222,11 @@ FAMILY_ARGS = {
     "matryoshka-defaults": ["--penalty", "matryoshka", "--k", "4"],
     # 45 steps x 16,384 latents: a run that is not short, with JumpReLU's long-run settings (families.is_long_run)
     "jumprelu-long": ["--penalty", "jumprelu", "--l0", "3", "--hidden", "16384"],
+    # the decoder refitted after the last epoch's steps (L1's long runs take it by default): a run killed in its
+    # last epoch refits on resuming, to the same bytes
+    "l1-refit": ["--penalty", "l1", "--l0", "3", "--refit-decoder", "yes"],
+    # and with unit-norm columns, whose norms the refit moves into the encoder rows and thresholds
+    "jumprelu-refit": ["--penalty", "jumprelu", "--l0", "3", "--unit-norm-decoder", "yes", "--refit-decoder", "yes"],
     "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
     # from the principal directions (a start fitted on the training rows, then the rate 5e-4): the resumed run must
@@ -239,7 +244,8 @@ CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("to
                                                                              "l1-l0", "jumprelu-l0",
                                                                              "l1-revive", "jumprelu-revive",
                                                                              "batchtopk-principal",
-                                                                             "matryoshka-defaults")]
+                                                                             "matryoshka-defaults", "l1-refit",
+                                                                             "jumprelu-refit")]
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
               "target_dim": None, "principal_start": False},
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None,
                  "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0, "l0_rate": families.L0_RATE},
-    "train": {"lr_decay": 0.0, "target": None, "target_key": None},
+    "train": {"lr_decay": 0.0, "target": None, "target_key": None, "refit_decoder": False},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
 # threshold on mean raw activations; a dead unit is now one that never fires (objective/metrics.py).
@@ -333,6 +333,13 @@ class TrainConfig:
     lr_decay: float | None = param(None, ge=0, le=1)
     """Share of the training steps, at the end, over which the learning rate falls linearly to 0 (minibatch
     optimizers); default: the family's (0.2 for topk, batchtopk and matryoshka), else 0 (constant)."""
+    refit_decoder: bool | None = None
+    """Once the last epoch's steps are done, set the decoder's weights to the least-squares fit of the training rows
+    (less the output bias) from the trained code (training/refit.py): which units fire stays the same, the
+    reconstruction from them is the best a linear decoder gives (unit-norm columns keep their norm 1, the encoder
+    rows taking it). One untied layer with a linear output and a ReLU or JumpReLU code, minibatch optimizers, at
+    most families.REFIT_MAX_LATENTS latents; a run stopped early by target_val_mse is not refitted. Default: the
+    family's (l1 on long runs on inputs of fewer than 784 columns), else no."""
     optimizer: str = param("adam", choices=OPTIMIZERS)
     """'adam' or 'sgd' (minibatches), or 'lbfgs' or 'cg' (full batch, scipy; see max_iter)."""
     max_iter: int = param(400, gt=0)
@@ -456,6 +463,8 @@ class RunConfig:
             check_transcoder(self.model)
         if self.train.optimizer in FULL_BATCH_OPTIMIZERS:
             check_full_batch_model(self.model, self.sparsity)
+        if self.train.refit_decoder:
+            check_refit(self.model, self.train)
 
     def validate_stack(self, finetune: str) -> None:
         """validate(), and what greedy layer-wise training (apps/stacked.py) needs."""
@@ -624,6 +633,16 @@ def check_step_options(train: TrainConfig, model: ModelConfig, sparsity: Sparsit
                            "undoes; use bias_init 'default')")
         if reasons:
             raise SparseAEError("train.cuda_graph cannot be used with " + "; ".join(reasons))
+
+
+def check_refit(model: ModelConfig, train: TrainConfig) -> None:
+    """What train.refit_decoder (training/refit.py) needs: a model whose decoder can be refitted
+    (families.refit_obstacle), after minibatch steps."""
+    why = families.refit_obstacle(model)
+    if why is None and train.optimizer in FULL_BATCH_OPTIMIZERS:
+        why = "a minibatch optimizer ('adam' or 'sgd'): it follows the last epoch's steps"
+    if why is not None:
+        raise SparseAEError(f"train.refit_decoder needs {why}")
 
 
 def check_full_batch_model(model: ModelConfig, sparsity: SparsityConfig | None = None) -> None:

@@ -132,6 +132,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--batch-size": ("train", "batch_size", {"type": int}),
     "--lr": ("train", "lr", {"type": float}),
     "--lr-decay": ("train", "lr_decay", {"type": float}),
+    "--refit-decoder": ("train", "refit_decoder", _YES_NO),
     "--optimizer": ("train", "optimizer", {}),
     "--momentum": ("train", "momentum", {"type": float}),
     "--max-iter": ("train", "max_iter", {"type": int}),

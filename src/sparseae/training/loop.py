@@ -25,6 +25,7 @@ from ..objective import Objective
 from ..objective.auxk import ColumnLeaves
 from . import accel, adam
 from .checkpoint import Checkpointer, LoopState
+from .refit import refit_decoder
 
 
 FEW_STEPS = 200
@@ -165,6 +166,8 @@ class _Loop:
                     break
                 t0 = time.perf_counter()
                 self._epoch(epoch, state)
+                if epoch == self.cfg.epochs and self.cfg.refit_decoder:  # before the last validation and save
+                    refit_decoder(self.model, self.batches, self.collectives)
                 if self._end_of_epoch(epoch, state, t0):
                     break
         finally:  # also after an error or an interrupt: a model kept in a Python session is left usable
