@@ -1,5 +1,7 @@
 """The decoder refitted by least squares after the last epoch (train.refit_decoder, training/refit.py): the fit
 itself against an independent solve, what it leaves alone, when L1 takes it by default, and what it refuses."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -126,8 +128,6 @@ def test_a_cli_run_with_the_refit_writes_the_refitted_decoder(tmp_path, capsys):
                 "16", "--epochs", "2", "--quiet", "--refit-decoder", flag, "--out", str(out)]
         assert main(args) == 0
         runs[flag] = out
-    import json
-
     config = json.loads((runs["yes"] / "config.json").read_text())
     assert config["train"]["refit_decoder"] is True
     assert "refit_decoder" not in json.loads((runs["no"] / "config.json").read_text())["train"]  # as before

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..data.batches import BatchSource
+from ..families import JUMPRELU
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 
@@ -61,6 +62,6 @@ def _unit_columns(model: SparseAutoencoder, columns: torch.Tensor, fired: torch.
     index = fired.nonzero().squeeze(1)
     encoder.weight[index] *= scale.to(encoder.weight.dtype).unsqueeze(1)
     encoder.bias[index] *= scale.to(encoder.bias.dtype)
-    if hasattr(model, "threshold"):
+    if model.config.topk == JUMPRELU:
         model.threshold[index] *= scale.to(model.threshold.dtype)
     return columns / scale
