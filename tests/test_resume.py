@@ -227,6 +227,9 @@ FAMILY_ARGS = {
     "l1-refit": ["--penalty", "l1", "--l0", "3", "--refit-decoder", "yes"],
     # and with unit-norm columns, whose norms the refit moves into the encoder rows and thresholds
     "jumprelu-refit": ["--penalty", "jumprelu", "--l0", "3", "--unit-norm-decoder", "yes", "--refit-decoder", "yes"],
+    # JumpReLU's TopK start (half the 45 steps; its long-run default): killed inside it (step 7), just after it
+    # (step 22: resumed at 20, the thresholds set on the resumed run's step 22) and near the end (step 42)
+    "jumprelu-topk-start": ["--penalty", "jumprelu", "--l0", "3", "--topk-start", "0.5"],
     "mp": ["--penalty", "mp", "--k", "4"],
     "none": ["--penalty", "none"],
     # from the principal directions (a start fitted on the training rows, then the rate 5e-4): the resumed run must
@@ -245,7 +248,8 @@ CASES = [(family, WARMUP) for family in FAMILY_ARGS] + [(f, DECAY) for f in ("to
                                                                              "l1-revive", "jumprelu-revive",
                                                                              "batchtopk-principal",
                                                                              "matryoshka-defaults", "l1-refit",
-                                                                             "jumprelu-refit")]
+                                                                             "jumprelu-refit", "jumprelu-topk-start")]
+CASES.append(("jumprelu-topk-start", 22))
 
 
 @pytest.fixture(scope="module")

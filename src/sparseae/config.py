@@ -52,7 +52,8 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     "model": {"bias_init": "default", "jumprelu_threshold": None, "jumprelu_bandwidth": None, "input_scale": False,
               "target_dim": None, "principal_start": False},
     "sparsity": {"decoder_norm_l1": False, "beta_warmup": 0, "prefixes": None, "target_l0": None,
-                 "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0, "l0_rate": families.L0_RATE},
+                 "preact_coef": 0.0, "jumprelu_tanh": 0.0, "batchtopk_warmup": 0.0, "l0_rate": families.L0_RATE,
+                 "topk_start": 0.0},
     "train": {"lr_decay": 0.0, "target": None, "target_key": None, "refit_decoder": False},
 }
 # Settings that are gone, which older files still hold: read and dropped. train.dead_threshold was a
@@ -265,6 +266,13 @@ class SparsityConfig:
     units (per-example TopK) before the batch's k * batch largest take over; the inference threshold is
     learned from the batch steps only. default: the family's (one-layer batchtopk on inputs of fewer than
     784 columns 0.75, else 0)."""
+    topk_start: float | None = param(None, ge=0, lt=1)
+    """JumpReLU with a target L0: the share of the training steps, from the start, trained as a per-example TopK
+    code of the round(TOPK_START_FACTOR * target_l0) largest units (families.topk_start_k), with no penalty, the L0
+    controller waiting and the TopK families' rate for the shape (families.topk_lr); then every threshold starts at
+    that batch's mean k-th largest pre-activation and JumpReLU trains as set. Default: the family's (0.75 on
+    jumprelu runs on inputs of fewer than 784 columns that are not short and have a target L0; not from a principal
+    start), else 0."""
     prefixes: list[int] | None = param(None, gt=0, nonempty=True)
     """Matryoshka: the nested dictionary sizes each trained to reconstruct (the full size is always one);
     default: code size / 16, / 8, / 4, / 2; on inputs of fewer than 784 columns code size / 4, / 2
@@ -300,6 +308,9 @@ class SparsityConfig:
         if self.batchtopk_warmup and model.topk != families.BATCHTOPK:
             raise SparseAEError("sparsity.batchtopk_warmup needs a batchtopk code (it trains the first steps with "
                                 f"per-example TopK); model.topk is '{model.topk}'")
+        if self.topk_start and (model.topk != families.JUMPRELU or self.target_l0 is None):
+            raise SparseAEError("sparsity.topk_start needs a jumprelu code with a target L0 (sparsity.target_l0, "
+                                "--l0): its TopK code keeps a multiple of the target")
         if self.preact_coef and (self.penalty not in (families.L1, families.JUMPRELU) or not model.one_layer()):
             raise SparseAEError("sparsity.preact_coef needs a one-layer l1 or jumprelu model (it revives code "
                                 f"units below their threshold); penalty is '{self.penalty}'")
@@ -558,6 +569,7 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
     if t.optimizer in FULL_BATCH_OPTIMIZERS:  # a warm-up counts minibatch steps; L-BFGS needs one fixed cost
         s.beta_warmup = 0 if s.beta_warmup is None else s.beta_warmup
         s.batchtopk_warmup = 0.0 if s.batchtopk_warmup is None else s.batchtopk_warmup
+        s.topk_start = 0.0 if s.topk_start is None else s.topk_start
     if s.auxk is None and m.topk_kernel == "sparse":
         s.auxk = False  # the sparse kernel never forms the dense pre-activations AuxK picks from
     if t.target is not None and m.pre_bias is None:
@@ -569,6 +581,8 @@ def resolve(requested: RunConfig, rows: int | None = None, input_dim: int | None
     family, steps = family_of(m, s), run_steps(dataclasses.replace(t, batch_size=batch), rows)
     if requested.sparsity.beta is None and s.target_l0 is None and aims_at_l0(family, m, t):
         s.target_l0 = families.default_l0(m)  # a beta means nothing on data it was not tuned on; an L0 does
+    if s.topk_start is None and s.target_l0 is None:
+        s.topk_start = 0.0  # JumpReLU's TopK start keeps a multiple of a target L0; with a beta there is none
     if m.principal_start is None and spectrum is not None:  # before the rates that depend on it
         m.principal_start = families.principal_start(family, m, spectrum, s.target_l0)
     fill_defaults(family, m, {"model": m, "sparsity": s, "train": t},

@@ -125,6 +125,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--preact-coef": ("sparsity", "preact_coef", {"type": float}),
     "--jumprelu-tanh": ("sparsity", "jumprelu_tanh", {"type": float}),
     "--batchtopk-warmup": ("sparsity", "batchtopk_warmup", {"type": float, "metavar": "SHARE"}),
+    "--topk-start": ("sparsity", "topk_start", {"type": float, "metavar": "SHARE"}),
     "--classes": ("train", "classes", {"type": int_list,
                                        "help": "use only the examples of these labels, e.g. 5,6,7,8,9"}),
     "--limit-train": ("train", "limit_train", {"type": int}),

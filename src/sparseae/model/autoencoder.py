@@ -73,8 +73,12 @@ class SparseAutoencoder(nn.Module):
         if c.topk == BATCHTOPK:
             # Learned inference threshold; negative means "not learned yet" (fall back to per-example TopK).
             self.register_buffer("batchtopk_threshold", torch.tensor(-1.0))
-        # BatchTopK trained with each example's own k (sparsity.batchtopk_warmup); the training loop sets it.
+        # BatchTopK trained with each example's own k (sparsity.batchtopk_warmup), JumpReLU with its start_k largest
+        # units (sparsity.topk_start), and JumpReLU's thresholds set from the next batch after that start: the
+        # training loop sets these.
         self.per_example_topk = False
+        self.start_k: int | None = None
+        self.thresholds_pending = False
         if c.topk == JUMPRELU:
             # JumpReLU's per-unit thresholds. Learned as they are, not in log space: Adam moves a parameter
             # by about lr per step, and a log threshold then takes thousands of steps to reach the scale
@@ -227,6 +231,10 @@ class SparseAutoencoder(nn.Module):
         if mode == NONE:
             return act(z), None, None
         if mode == JUMPRELU:
+            if self.training and self.per_example_topk and self.start_k:
+                return topk_select(z, self.start_k, act)[0], None, None
+            if self.training and self.thresholds_pending:
+                self._thresholds_after_start(z, collectives)
             return jumprelu_activation(z, self.gate_threshold(), self.config.jumprelu_bandwidth), None, None
         if mode == BATCHTOPK and not self.per_example_topk:
             if self.training:
@@ -235,6 +243,14 @@ class SparseAutoencoder(nn.Module):
                 return threshold_activation(z, self.batchtopk_threshold, act), None, None
         code, values, indices = topk_select(z, k or self.config.k, act)
         return code, None, (values, indices)
+
+    @torch.no_grad()
+    def _thresholds_after_start(self, z: torch.Tensor, collectives: Collectives) -> None:
+        """After a TopK start (sparsity.topk_start): every threshold at the (global) batch's mean start_k-th largest
+        pre-activation, so the code opens about as wide as the TopK code it follows."""
+        self.thresholds_pending = False
+        kth = z.detach().float().topk(self.start_k, dim=-1).values[:, -1:].clamp_min(0)
+        self.threshold.fill_(float(collectives.mean_activation(kth)[0]))
 
     def decoder_weights(self) -> list[torch.Tensor]:
         """Decoder weight matrices (out x in), whether tied or not."""

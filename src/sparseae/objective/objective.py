@@ -180,6 +180,12 @@ class Objective:
             if self.log_gain is None:
                 self.log_gain = torch.zeros((), dtype=torch.float64, device=code.device)
 
+    @staticmethod
+    def starting(model: SparseAutoencoder | None) -> bool:
+        """In JumpReLU's TopK start (sparsity.topk_start): the code is a TopK code, with no penalty to pay. (A
+        gradient check's functional view of a model has no start.)"""
+        return bool(getattr(model, "start_k", None)) and model.training and model.per_example_topk
+
     def adapt_beta(self, step: int) -> None:
         """After the training step `step` (0-based): move beta toward the stated L0, once the warm-up is over or
         a tenth of the run has passed (`total_steps`), whichever comes first. Features form before the code is
@@ -215,7 +221,7 @@ class Objective:
         beta = self.beta(self.step)
         if s.target_l0 is not None and self.step is not None:
             self._measure_l0(hidden[-1])
-        if beta == 0:
+        if beta == 0 or self.starting(model):
             return total
         for i in s.layers:
             # in float32 after a bf16 forward pass: the KL of a bf16 mean is coarse

@@ -19,6 +19,7 @@ from ..objective.metrics import evaluate_with_frequency
 from ..config import TrainConfig
 from ..data.batches import BatchSource, TensorBatches
 from ..errors import SparseAEError
+from ..families import JUMPRELU, topk_lr, topk_start_k
 from ..model import SparseAutoencoder
 from ..model.collectives import ONE_PROCESS, Collectives
 from ..objective import Objective
@@ -123,8 +124,14 @@ class _Loop:
         self.steps = batches.steps()
         objective.total_steps = cfg.epochs * self.steps  # when a stated L0 starts steering beta
         # BatchTopK's first steps with per-example TopK (a unit half aligned with a feature is seldom among
-        # the batch's k*B largest, so it would get no gradient; each example's k gives it one)
-        self.topk_steps = int((objective.sparsity.batchtopk_warmup or 0.0) * objective.total_steps)
+        # the batch's k*B largest, so it would get no gradient; each example's k gives it one); JumpReLU's TopK
+        # start (sparsity.topk_start), at the TopK families' rate
+        s = objective.sparsity
+        jumprelu_start = model.config.topk == JUMPRELU and bool(s.topk_start)
+        share = s.topk_start if jumprelu_start else s.batchtopk_warmup
+        self.topk_steps = int((share or 0.0) * objective.total_steps)
+        self.start_lr = topk_lr(model.config) if jumprelu_start else None
+        model.start_k = topk_start_k(s.target_l0) if jumprelu_start else None
         # AuxK's decoder columns as a leaf, added to the gradient by hand after each backward (not inside a
         # compiled step, where the leaf would break the graph)
         objective.column_leaves = None if cfg.compile else ColumnLeaves()
@@ -200,15 +207,21 @@ class _Loop:
     def _train_step(self, xb: torch.Tensor, step: int) -> None:
         """One optimizer step at the global `step` (0-based), with that step's learning rate and beta."""
         cfg = self.cfg
-        if cfg.lr_decay:
-            set_lr(self.optimizer, cfg.lr * decay_factor(step, cfg.epochs * self.steps, cfg.lr_decay))
+        starting = step < self.topk_steps
+        if starting and self.start_lr is not None:
+            set_lr(self.optimizer, self.start_lr)
+        elif cfg.lr_decay or self.start_lr is not None:
+            set_lr(self.optimizer, cfg.lr * decay_factor(step, cfg.epochs * self.steps, cfg.lr_decay or 0.0))
         self.objective.step = step
-        self.model.per_example_topk = step < self.topk_steps
+        self.model.per_example_topk = starting
+        # the first JumpReLU step after a TopK start sets the thresholds from its batch (a resumed run too)
+        self.model.thresholds_pending = self.start_lr is not None and step == self.topk_steps
         # beta changes at every step of its warm-up, and a recorded step keeps the beta it was recorded with
         warming_up = step < (self.objective.sparsity.beta_warmup or 0)
         run_step = self._step if self.graph is None or warming_up else self.graph
         run_step(self.collectives.shard(xb), self.sums)
-        self.objective.adapt_beta(step)  # a stated L0 (sparsity.target_l0): beta follows the measured one
+        if not self.objective.starting(self.model):  # a TopK start's L0 is its k: the controller waits
+            self.objective.adapt_beta(step)  # a stated L0 (sparsity.target_l0): beta follows the measured one
 
     def _end_of_epoch(self, epoch: int, state: LoopState, t0: float) -> bool:
         """The epoch's metrics row (history, progress bar, `on_epoch`), the stopping rule and a checkpoint;
